@@ -1,0 +1,35 @@
+# cxrq: `make run` serves the API with a worker; `make test` runs the whole suite.
+# VENV can point outside the clone (.ci/run reuses one keyed by the requirements' hash).
+VENV ?= .venv
+PYTHON ?= python3
+PORT ?= 8000
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxrq-installed
+PYTEST_ARGS ?=
+
+.PHONY: install run worker test lint bench loadtest clean
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py runstack --port $(PORT)
+
+worker: install
+	$(VENV)/bin/celery -A worker.celery_app worker --loglevel=INFO --concurrency=1
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check backend worker tests loadtest
+	$(VENV)/bin/ruff format --check backend worker tests loadtest
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,85 @@
+"""Health: database, broker and workers, each checked with a short timeout."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+def check_database() -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True, "vendor": connection.vendor, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def check_broker() -> dict[str, Any]:
+    from worker.celery_app import app
+
+    started = time.perf_counter()
+    transport = app.conf.broker_url.split("://", 1)[0]
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=1)
+    except Exception as exc:
+        return {"ok": False, "transport": transport, "error": type(exc).__name__}
+    return {"ok": True, "transport": transport, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def check_workers() -> dict[str, Any]:
+    from backend.jobs import selectors
+
+    try:
+        workers = [
+            {
+                "id": w.worker_id,
+                "model_version": w.model_version,
+                "last_seen_at": w.last_seen_at.isoformat(),
+                **{k: w.info.get(k) for k in ("backend", "precision", "weights")},
+            }
+            for w in selectors.live_workers()
+        ]
+        depth = selectors.queue_depth()
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": bool(workers), "live": len(workers), "workers": workers, "queue_depth": depth}
+
+
+class HealthApi(APIView):
+    def get(self, request: Request) -> Response:
+        db = check_database()
+        broker = check_broker()
+        workers = check_workers() if db["ok"] else {"ok": False, "error": "database_unavailable"}
+        ok = db["ok"] and broker["ok"] and workers["ok"]
+        body = {
+            "status": "ok" if ok else "degraded",
+            "database": db,
+            "broker": broker,
+            "workers": workers,
+            "model_version": _model_version(),
+            "limits": {
+                "upload_max_bytes": settings.UPLOAD_MAX_BYTES,
+                "image_max_pixels": settings.IMAGE_MAX_PIXELS,
+                "batch_max_size": settings.BATCH_MAX_SIZE,
+                "batch_max_wait_ms": settings.BATCH_MAX_WAIT_MS,
+            },
+        }
+        # The database is required to serve anything; broker or workers down
+        # still lets reads and cache hits work, so the API reports 200 degraded.
+        return Response(body, status=200 if db["ok"] else 503)
+
+
+def _model_version() -> str:
+    from worker.model_identity import current_model_version
+
+    return current_model_version()

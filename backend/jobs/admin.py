@@ -1,0 +1,90 @@
+"""Admin: watch jobs, find them by id or sha256, read results (never edit them)."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from backend.jobs.models import Job, JobResult, WorkerHeartbeat
+
+
+class JobResultInline(admin.StackedInline):
+    model = JobResult
+    can_delete = False
+    extra = 0
+    fields = ("pretty_probabilities", "pretty_provenance", "pretty_timings", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @staticmethod
+    def _pre(value) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+
+    @admin.display(description="probabilities")
+    def pretty_probabilities(self, obj: JobResult) -> str:
+        return self._pre(obj.probabilities)
+
+    @admin.display(description="provenance")
+    def pretty_provenance(self, obj: JobResult) -> str:
+        return self._pre(obj.provenance)
+
+    @admin.display(description="timings")
+    def pretty_timings(self, obj: JobResult) -> str:
+        return self._pre(obj.timings)
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "status", "sha256_prefix", "image_format", "created_at", "duration", "attempts",
+        "error_code", "model_version",
+    )
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "image_format", "model_version")
+    search_fields = ("=id", "sha256")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    list_per_page = 100
+    inlines = (JobResultInline,)
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def get_search_results(self, request, queryset, search_term):
+        # `=id` on a UUID field fails on malformed input; fall back to sha256 only.
+        import uuid
+
+        term = search_term.strip()
+        try:
+            uuid.UUID(term)
+        except ValueError:
+            return queryset.filter(sha256__startswith=term.lower()) if term else queryset, False
+        return queryset.filter(id=term), False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="sha256", ordering="sha256")
+    def sha256_prefix(self, obj: Job) -> str:
+        return obj.sha256[:12]
+
+    @admin.display(description="duration")
+    def duration(self, obj: Job) -> str:
+        ms = obj.duration_ms
+        return "—" if ms is None else f"{ms:,.0f} ms"
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    list_display = ("worker_id", "hostname", "pid", "model_version", "started_at", "last_seen_at")
+    readonly_fields = [f.name for f in WorkerHeartbeat._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,57 @@
+"""Thin HTTP views: parse, call a service or selector, serialize."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backend.jobs import errors, selectors, services
+from backend.jobs.models import JobStatus
+from backend.jobs.serializers import JobOutputSerializer
+
+# Multipart framing on top of the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class JobPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class JobCollectionApi(APIView):
+    def post(self, request: Request) -> Response:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
+            # Refuse before Django spools the body to disk.
+            raise errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared})
+        upload = request.FILES.get("image")
+        if upload is None:
+            raise errors.MissingImage()
+        outcome = services.job_create(
+            upload=upload,
+            original_filename=upload.name or "",
+            content_type=upload.content_type or "",
+        )
+        job = outcome.job
+        body = JobOutputSerializer(job, context={"request": request}).data
+        body["deduplicated"] = outcome.deduplicated
+        code = status.HTTP_200_OK if job.status == JobStatus.SUCCEEDED else status.HTTP_202_ACCEPTED
+        return Response(body, status=code, headers={"Location": body["url"]})
+
+    def get(self, request: Request) -> Response:
+        qs = selectors.job_list(status=request.query_params.get("status"))
+        paginator = JobPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        data = JobOutputSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+
+class JobDetailApi(APIView):
+    def get(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get(job_id=job_id)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)

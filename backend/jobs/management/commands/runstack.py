@@ -1,0 +1,55 @@
+"""`make run`: the API and one worker in one command, on whatever settings say.
+
+With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + kombu's filesystem
+transport: no services needed. Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Serve the API on 127.0.0.1:PORT with one Celery worker (development)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def handle(self, *args, host: str, port: int, **options):
+        db = settings.DATABASES["default"]
+        base = f"http://{host}:{port}"
+        self.stdout.write(
+            "\n".join(
+                [
+                    "cxrq is starting",
+                    f"  database : {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
+                    f"  broker   : {settings.CELERY_BROKER_URL.split('@')[-1]}",
+                    f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
+                    f"  admin    : {base}/admin/  (create a user: .venv/bin/python manage.py createsuperuser)",
+                    "  docs     : README.md, docs/api.md",
+                    f"  try      : curl -F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
+                    "",
+                ]
+            )
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+             "--loglevel=INFO", "--concurrency=1", "--without-gossip", "--without-mingle"],
+            env=os.environ.copy(),
+        )
+        try:
+            call_command("runserver", f"{host}:{port}", use_reloader=False, use_threading=True)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()

@@ -1,0 +1,113 @@
+"""Job state lives here; the broker only carries wake-up calls.
+
+State machine (every change is a guarded UPDATE in services.py):
+
+    QUEUED --claim--> IN_PROGRESS --store--> SUCCEEDED
+       ^                  |   \\--fail-----> FAILED
+       +----lease expiry--+
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "QUEUED", "queued"
+    IN_PROGRESS = "IN_PROGRESS", "in progress"
+    SUCCEEDED = "SUCCEEDED", "succeeded"
+    FAILED = "FAILED", "failed"
+
+
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the bytes as uploaded.")
+    model_version = models.CharField(max_length=128)
+    upload = models.FileField(upload_to="uploads/%Y/%m/%d/", max_length=255)
+    original_filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    image_format = models.CharField(max_length=16, blank=True, help_text="Detected from content.")
+    size_bytes = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # Claim bookkeeping: who holds the job and until when. The token changes
+    # on every claim, so only the current holder can store a result.
+    claimed_by = models.CharField(max_length=128, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    batch_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Dedup is the database's job. FAILED jobs stay for the record and do
+            # not block a new attempt for the same bytes.
+            models.UniqueConstraint(
+                fields=["sha256", "model_version"],
+                condition=~Q(status="FAILED"),
+                name="job_unique_live_sha256_model",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in JobStatus]), name="job_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "model_version", "created_at"], name="job_queue_idx"),
+            models.Index(fields=["sha256"], name="job_sha256_idx"),
+            models.Index(fields=["-created_at"], name="job_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.finished_at and self.created_at:
+            return (self.finished_at - self.created_at).total_seconds() * 1000
+        return None
+
+
+class JobResult(models.Model):
+    """One row per succeeded job (the OneToOne makes a second result impossible)."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result", primary_key=True)
+    probabilities = models.JSONField(help_text="Pathology label -> probability.")
+    provenance = models.JSONField(help_text="Model name, weights identity, versions, backend.")
+    timings = models.JSONField(help_text="Per-phase milliseconds, batch id and size.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"result of {self.job_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """Each worker process reports in here; health reads it (no broker round trip)."""
+
+    worker_id = models.CharField(max_length=128, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    model_version = models.CharField(max_length=128)
+    info = models.JSONField(default=dict, help_text="Backend, precision, threads, weights.")
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.worker_id

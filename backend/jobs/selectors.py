@@ -1,0 +1,54 @@
+"""Reads. Views call these; they never build querysets themselves."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from backend.jobs import errors
+from backend.jobs.models import Job, JobStatus, WorkerHeartbeat
+
+_STATUS_BY_NAME = {s.label.replace(" ", "_"): s.value for s in JobStatus} | {
+    s.value.lower(): s.value for s in JobStatus
+}
+
+
+def job_get(*, job_id: str | uuid.UUID) -> Job:
+    try:
+        key = uuid.UUID(str(job_id))
+    except ValueError as exc:
+        raise errors.JobNotFound() from exc
+    job = Job.objects.select_related("result").filter(id=key).first()
+    if job is None:
+        raise errors.JobNotFound()
+    return job
+
+
+def parse_status(value: str) -> str:
+    status = _STATUS_BY_NAME.get(value.strip().lower())
+    if status is None:
+        raise errors.InvalidFilter(
+            "Unknown status filter.",
+            details={"status": value, "allowed": sorted({s.label.replace(' ', '_') for s in JobStatus})},
+        )
+    return status
+
+
+def job_list(*, status: str | None = None) -> QuerySet[Job]:
+    qs = Job.objects.select_related("result").order_by("-created_at", "-id")
+    if status:
+        qs = qs.filter(status=parse_status(status))
+    return qs
+
+
+def live_workers() -> QuerySet[WorkerHeartbeat]:
+    cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LIVE_SECONDS)
+    return WorkerHeartbeat.objects.filter(last_seen_at__gte=cutoff).order_by("worker_id")
+
+
+def queue_depth() -> int:
+    return Job.objects.filter(status=JobStatus.QUEUED).count()

@@ -1,0 +1,46 @@
+"""Output shapes. Validation of uploads lives in intake.py, not here."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from backend.jobs.models import Job
+
+
+class JobOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.SerializerMethodField()
+    sha256 = serializers.CharField()
+    model_version = serializers.CharField()
+    url = serializers.SerializerMethodField()
+    original_filename = serializers.CharField()
+    image_format = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+    attempts = serializers.IntegerField()
+    error = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+
+    def get_status(self, job: Job) -> str:
+        return job.status.lower()
+
+    def get_url(self, job: Job) -> str:
+        return reverse("jobs:detail", kwargs={"job_id": job.id}, request=self.context.get("request"))
+
+    def get_error(self, job: Job) -> dict | None:
+        if not job.error_code:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+    def get_result(self, job: Job) -> dict | None:
+        result = getattr(job, "result", None) if job.status == "SUCCEEDED" else None
+        if result is None:
+            return None
+        return {
+            "probabilities": result.probabilities,
+            "provenance": result.provenance,
+            "timings": result.timings,
+        }

@@ -1,0 +1,164 @@
+"""Settings shared by every environment, read from the environment (django-environ).
+
+Every variable is listed with its default in docs/operations.md. With no
+DATABASE_URL / CELERY_BROKER_URL set, the project runs on an embedded default
+(SQLite + kombu's filesystem transport) so `make run` needs no services.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(environ.Env().str("CXRQ_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, media and broker folders of the embedded default
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "backend.core",
+    "backend.jobs",
+]
+
+MIDDLEWARE = [
+    "backend.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+WSGI_APPLICATION = "backend.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'cxrq.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves a web process and a worker on one file:
+    # wait for the writer lock instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
+MEDIA_ROOT = Path(env.str("CXRQ_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_URL = "media/"  # never served by Django: uploads are not public.
+
+# Uploads stream to a temporary file above 2.5 MB instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "backend.core.exception_handler.handle_exception",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.JSONParser",
+    ],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Celery (the broker only carries wake-up calls; PostgreSQL holds job state) ---
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
+CELERY_BROKER_FS_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
+
+# --- Upload limits ---
+UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)
+IMAGE_MAX_PIXELS = env.int("CXRQ_IMAGE_MAX_PIXELS", default=50_000_000)
+IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
+
+# --- Batching ---
+BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=8)
+BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=20)
+LEASE_SECONDS = env.int("CXRQ_LEASE_SECONDS", default=60)
+WORKER_HEARTBEAT_SECONDS = env.int("CXRQ_WORKER_HEARTBEAT_SECONDS", default=5)
+WORKER_LIVE_SECONDS = env.int("CXRQ_WORKER_LIVE_SECONDS", default=30)
+
+# --- Model ---
+# Path to the official densenet121-res224-all weights. Empty: look in
+# torchxrayvision's cache (~/.torchxrayvision/models_data/).
+MODEL_WEIGHTS_PATH = env.str("CXRQ_MODEL_WEIGHTS_PATH", default="")
+MODEL_WEIGHTS_SHA256 = env.str("CXRQ_MODEL_WEIGHTS_SHA256", default="")
+# dev/test: run the deterministic fallback model when no weights are present.
+MODEL_ALLOW_FALLBACK = env.bool("CXRQ_MODEL_ALLOW_FALLBACK", default=True)
+MODEL_CACHE_DIR = Path(env.str("CXRQ_MODEL_CACHE_DIR", default=str(VAR_DIR / "models")))
+MODEL_CALIBRATION_DIR = Path(
+    env.str("CXRQ_MODEL_CALIBRATION_DIR", default=str(BASE_DIR / "tests" / "data" / "cxr"))
+)
+TORCH_THREADS = env.int("CXRQ_TORCH_THREADS", default=0)  # 0: one per core
+
+LOG_LEVEL = env.str("CXRQ_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "backend.core.logging.RequestIdFilter"}},
+    "formatters": {
+        "kv": {
+            "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s "
+            "request_id=%(request_id)s %(message)s"
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["request_id"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "celery": {"level": "INFO"},
+    },
+}

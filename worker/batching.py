@@ -1,0 +1,204 @@
+"""Micro-batching: claim queued jobs from the database, run them, store results.
+
+One Processor per worker process. A wake-up call runs `drain()`, which keeps
+claiming batches until the queue is empty:
+
+  wait (<= BATCH_MAX_WAIT_MS) for BATCH_MAX_SIZE jobs -> claim (SKIP LOCKED + one UPDATE)
+  -> preprocess each job (a bad image fails alone) -> one forward pass
+  -> postprocess -> store results + guarded SUCCEEDED update
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from backend.jobs import services
+from backend.jobs.services import ClaimedBatch, InferenceOutcome
+
+logger = logging.getLogger(__name__)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class Processor:
+    def __init__(self) -> None:
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.runtime = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        """Load and warm the model, then report in. Idempotent."""
+        with self._lock:
+            if self.runtime is None:
+                from worker.runtime.model import load_runtime
+
+                self.runtime = load_runtime()
+        self._beat()
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="cxrq-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            services.worker_signoff(worker_id=self.worker_id)
+        except Exception:  # noqa: BLE001 - shutting down; the heartbeat simply goes stale
+            logger.exception("event=signoff_failed worker_id=%s", self.worker_id)
+
+    def info(self) -> dict[str, Any]:
+        rt = self.runtime
+        if rt is None:
+            return {}
+        prov = rt.provenance()
+        return {
+            "backend": prov["backend"],
+            "precision": prov["precision"],
+            "weights": prov["weights"],
+            "threads": rt.extra.get("threads"),
+            "load_ms": round(rt.load_ms),
+            "batch_max_size": settings.BATCH_MAX_SIZE,
+            "batch_max_wait_ms": settings.BATCH_MAX_WAIT_MS,
+        }
+
+    def _beat(self) -> None:
+        assert self.runtime is not None
+        services.worker_heartbeat(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            model_version=self.runtime.model_version,
+            info=self.info(),
+        )
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            try:
+                close_old_connections()
+                self._beat()
+            except Exception:  # noqa: BLE001 - database down: keep trying, health shows it
+                logger.warning("event=heartbeat_failed worker_id=%s", self.worker_id, exc_info=True)
+        connection.close()
+
+    # --- work ----------------------------------------------------------------
+    def drain(self, hint: list[str] | None = None) -> int:
+        """Claim and run batches until no queued job is left. Returns jobs finished."""
+        self.start()
+        assert self.runtime is not None
+        done = 0
+        while True:
+            self._wait_for_batch()
+            batch = services.job_claim_batch(
+                worker_id=self.worker_id,
+                model_version=self.runtime.model_version,
+                max_size=settings.BATCH_MAX_SIZE,
+            )
+            if not batch.jobs:
+                return done
+            done += self.run_batch(batch)
+
+    def _wait_for_batch(self) -> None:
+        """Give a partial batch up to BATCH_MAX_WAIT_MS to fill."""
+        assert self.runtime is not None
+        deadline = time.monotonic() + settings.BATCH_MAX_WAIT_MS / 1000
+        poll = max(settings.BATCH_MAX_WAIT_MS / 1000 / 4, 0.005)
+        while time.monotonic() < deadline:
+            queued = services.job_queued_count(model_version=self.runtime.model_version)
+            if queued == 0 or queued >= settings.BATCH_MAX_SIZE:
+                return
+            time.sleep(min(poll, max(deadline - time.monotonic(), 0)))
+
+    def run_batch(self, batch: ClaimedBatch) -> int:
+        from worker.runtime.preprocess import PreprocessError, preprocess
+
+        rt = self.runtime
+        assert rt is not None
+        t0 = time.perf_counter()
+        inputs: list[np.ndarray] = []
+        ok_jobs = []
+        pre_ms: dict[uuid.UUID, float] = {}
+        for job in batch.jobs:
+            started = time.perf_counter()
+            try:
+                with job.upload.open("rb") as fh:
+                    data = fh.read()
+                inputs.append(preprocess(data))
+                ok_jobs.append(job)
+            except PreprocessError as exc:
+                self._fail(batch, job.id, exc.code, str(exc))
+            except OSError as exc:
+                self._fail(batch, job.id, "upload_unreadable", f"{type(exc).__name__}: {exc}")
+            pre_ms[job.id] = _ms(time.perf_counter() - started)
+        t1 = time.perf_counter()
+        if not ok_jobs:
+            return len(batch.jobs)
+        try:
+            probs = rt.predict(np.stack(inputs))
+        except Exception as exc:  # noqa: BLE001 - an inference error fails this batch's jobs, loudly
+            logger.exception("event=inference_failed batch_id=%s", batch.batch_id)
+            for job in ok_jobs:
+                self._fail(batch, job.id, "inference_failed", f"{type(exc).__name__}: {exc}")
+            return len(batch.jobs)
+        t2 = time.perf_counter()
+        provenance = rt.provenance()
+        rows = [dict(zip(rt.labels, map(float, row), strict=True)) for row in probs]
+        t3 = time.perf_counter()
+        inference_ms, post_ms = _ms(t2 - t1), _ms(t3 - t2)
+        outcomes = [
+            InferenceOutcome(
+                job_id=job.id,
+                probabilities=row,
+                provenance=provenance,
+                timings={
+                    "preprocess_ms": pre_ms[job.id],
+                    "inference_ms": inference_ms,
+                    "inference_ms_per_image": round(inference_ms / len(ok_jobs), 3),
+                    "postprocess_ms": post_ms,
+                    "batch_id": str(batch.batch_id),
+                    "batch_size": len(ok_jobs),
+                    "worker_id": self.worker_id,
+                },
+            )
+            for job, row in zip(ok_jobs, rows, strict=True)
+        ]
+        stored = services.job_store_results(batch=batch, outcomes=outcomes)
+        logger.info(
+            "event=batch_done batch_id=%s size=%d stored=%d preprocess_ms=%.1f inference_ms=%.1f "
+            "postprocess_ms=%.1f store_ms=%.1f job_ids=%s",
+            batch.batch_id, len(batch.jobs), len(stored), _ms(t1 - t0), inference_ms, post_ms,
+            _ms(time.perf_counter() - t3), ",".join(str(j.id) for j in batch.jobs),
+        )
+        return len(batch.jobs)
+
+    def _fail(self, batch: ClaimedBatch, job_id: uuid.UUID, code: str, message: str) -> None:
+        services.job_fail(job_id=job_id, claim_token=batch.claim_token, code=code, message=message)
+        logger.warning("event=job_failed job_id=%s batch_id=%s code=%s", job_id, batch.batch_id, code)
+
+
+_processor: Processor | None = None
+
+
+def get_processor() -> Processor:
+    global _processor
+    if _processor is None:
+        _processor = Processor()
+    return _processor
+
+
+def stop_processor() -> None:
+    if _processor is not None:
+        _processor.stop()

@@ -1,0 +1,1 @@
+"""Model runtime: weights, preprocessing, backends. Imports torch; worker processes only."""

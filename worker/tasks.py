@@ -1,0 +1,34 @@
+"""Celery tasks and worker lifecycle hooks. torch is imported lazily, in the worker child only."""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from worker.celery_app import app
+
+logger = logging.getLogger(__name__)
+
+
+@app.task(name="cxrq.process_jobs", ignore_result=True)
+def process_jobs(job_ids: list[str]) -> int:
+    """Wake-up call: drain the queue in micro-batches. The ids are a hint for logs only;
+    the claim query decides what this worker runs, so duplicates and stale ids are harmless."""
+    from worker.batching import get_processor
+
+    return get_processor().drain(hint=job_ids)
+
+
+@worker_process_init.connect
+def _load_model(**_kwargs) -> None:
+    from worker.batching import get_processor
+
+    get_processor().start()
+
+
+@worker_process_shutdown.connect
+def _sign_off(**_kwargs) -> None:
+    from worker.batching import stop_processor
+
+    stop_processor()
