@@ -50,14 +50,16 @@ class Processor:
                 self.runtime = load_runtime()
         self._beat()
         if self._heartbeat is None:
-            self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="cxrq-heartbeat", daemon=True)
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name="cxrq-heartbeat", daemon=True
+            )
             self._heartbeat.start()
 
     def stop(self) -> None:
         self._stop.set()
         try:
             services.worker_signoff(worker_id=self.worker_id)
-        except Exception:  # noqa: BLE001 - shutting down; the heartbeat simply goes stale
+        except Exception:
             logger.exception("event=signoff_failed worker_id=%s", self.worker_id)
 
     def info(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class Processor:
             try:
                 close_old_connections()
                 self._beat()
-            except Exception:  # noqa: BLE001 - database down: keep trying, health shows it
+            except Exception:
                 logger.warning("event=heartbeat_failed worker_id=%s", self.worker_id, exc_info=True)
         connection.close()
 
@@ -99,6 +101,7 @@ class Processor:
         """Claim and run batches until no queued job is left. Returns jobs finished."""
         self.start()
         assert self.runtime is not None
+        logger.debug("event=wakeup worker_id=%s job_ids=%s", self.worker_id, ",".join(hint or []))
         done = 0
         while True:
             self._wait_for_batch()
@@ -148,7 +151,7 @@ class Processor:
             return len(batch.jobs)
         try:
             probs = rt.predict(np.stack(inputs))
-        except Exception as exc:  # noqa: BLE001 - an inference error fails this batch's jobs, loudly
+        except Exception as exc:
             logger.exception("event=inference_failed batch_id=%s", batch.batch_id)
             for job in ok_jobs:
                 self._fail(batch, job.id, "inference_failed", f"{type(exc).__name__}: {exc}")
@@ -179,8 +182,14 @@ class Processor:
         logger.info(
             "event=batch_done batch_id=%s size=%d stored=%d preprocess_ms=%.1f inference_ms=%.1f "
             "postprocess_ms=%.1f store_ms=%.1f job_ids=%s",
-            batch.batch_id, len(batch.jobs), len(stored), _ms(t1 - t0), inference_ms, post_ms,
-            _ms(time.perf_counter() - t3), ",".join(str(j.id) for j in batch.jobs),
+            batch.batch_id,
+            len(batch.jobs),
+            len(stored),
+            _ms(t1 - t0),
+            inference_ms,
+            post_ms,
+            _ms(time.perf_counter() - t3),
+            ",".join(str(j.id) for j in batch.jobs),
         )
         return len(batch.jobs)
 

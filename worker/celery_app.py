@@ -13,7 +13,7 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 

@@ -72,9 +72,7 @@ def resolve_weights(*, weights_path: str, expected_sha256: str, allow_fallback: 
 
 def require_official_weights(*, weights_path: str, expected_sha256: str) -> WeightsSpec:
     """Production guard: weights must be configured with their checksum."""
-    spec = resolve_weights(
-        weights_path=weights_path, expected_sha256=expected_sha256, allow_fallback=False
-    )
+    spec = resolve_weights(weights_path=weights_path, expected_sha256=expected_sha256, allow_fallback=False)
     if len(spec.sha256) != 64:
         raise ImproperlyConfigured("CXRQ_MODEL_WEIGHTS_SHA256 must be a 64-hex-digit sha256")
     return spec

@@ -18,7 +18,7 @@ def check_database() -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         return {"ok": False, "error": type(exc).__name__}
     return {"ok": True, "vendor": connection.vendor, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
@@ -31,7 +31,7 @@ def check_broker() -> dict[str, Any]:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=1)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         return {"ok": False, "transport": transport, "error": type(exc).__name__}
     return {"ok": True, "transport": transport, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
@@ -50,7 +50,7 @@ def check_workers() -> dict[str, Any]:
             for w in selectors.live_workers()
         ]
         depth = selectors.queue_depth()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         return {"ok": False, "error": type(exc).__name__}
     return {"ok": bool(workers), "live": len(workers), "workers": workers, "queue_depth": depth}
 

@@ -40,8 +40,15 @@ class JobResultInline(admin.StackedInline):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "status", "sha256_prefix", "image_format", "created_at", "duration", "attempts",
-        "error_code", "model_version",
+        "id",
+        "status",
+        "sha256_prefix",
+        "image_format",
+        "created_at",
+        "duration",
+        "attempts",
+        "error_code",
+        "model_version",
     )
     list_filter = ("status", ("created_at", admin.DateFieldListFilter), "image_format", "model_version")
     search_fields = ("=id", "sha256")

@@ -22,7 +22,7 @@ def _send(job_ids: list[str]) -> None:
 
     try:
         app.send_task(PROCESS_TASK, args=[job_ids], retry=False, queue=app.conf.task_default_queue)
-    except Exception as exc:  # broker down: the job stays QUEUED in the database
+    except Exception as exc:  # noqa: BLE001 - broker down: the job stays QUEUED in the database
         logger.warning("event=wakeup_failed job_ids=%s error=%r", ",".join(job_ids), exc)
 
 

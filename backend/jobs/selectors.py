@@ -33,7 +33,7 @@ def parse_status(value: str) -> str:
     if status is None:
         raise errors.InvalidFilter(
             "Unknown status filter.",
-            details={"status": value, "allowed": sorted({s.label.replace(' ', '_') for s in JobStatus})},
+            details={"status": value, "allowed": sorted({s.label.replace(" ", "_") for s in JobStatus})},
         )
     return status
 

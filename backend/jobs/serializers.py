@@ -39,8 +39,11 @@ class JobOutputSerializer(serializers.Serializer):
         result = getattr(job, "result", None) if job.status == "SUCCEEDED" else None
         if result is None:
             return None
+        # jsonb does not keep key order: give them back in the model's label order.
+        labels = result.provenance.get("labels") or sorted(result.probabilities)
+        probabilities = {k: result.probabilities[k] for k in labels if k in result.probabilities}
         return {
-            "probabilities": result.probabilities,
+            "probabilities": probabilities,
             "provenance": result.provenance,
             "timings": result.timings,
         }

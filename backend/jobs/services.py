@@ -54,9 +54,7 @@ def job_create(*, upload, original_filename: str = "", content_type: str = "") -
     if existing is not None:
         return JobCreateOutcome(job=existing, deduplicated=True)
 
-    info = intake.inspect_image(
-        data, max_pixels=settings.IMAGE_MAX_PIXELS, min_side=settings.IMAGE_MIN_SIDE
-    )
+    info = intake.inspect_image(data, max_pixels=settings.IMAGE_MAX_PIXELS, min_side=settings.IMAGE_MIN_SIDE)
     job = Job(
         sha256=sha256,
         model_version=model_version,
@@ -81,7 +79,10 @@ def job_create(*, upload, original_filename: str = "", content_type: str = "") -
         raise
     logger.info(
         "event=job_created job_id=%s sha256=%s format=%s bytes=%d",
-        job.id, sha256[:12], info.image_format, len(data),
+        job.id,
+        sha256[:12],
+        info.image_format,
+        len(data),
     )
     return JobCreateOutcome(job=job, deduplicated=False)
 
@@ -204,16 +205,15 @@ def job_store_results(*, batch: ClaimedBatch, outcomes: list[InferenceOutcome]) 
     if dropped:
         logger.warning(
             "event=results_dropped batch_id=%s job_ids=%s reason=claim_lost",
-            batch.batch_id, ",".join(map(str, dropped)),
+            batch.batch_id,
+            ",".join(map(str, dropped)),
         )
     return held
 
 
 def job_fail(*, job_id: uuid.UUID, claim_token: uuid.UUID, code: str, message: str) -> bool:
     """Fail one job held by this claim. Returns False when the claim was lost."""
-    updated = Job.objects.filter(
-        id=job_id, status=JobStatus.IN_PROGRESS, claim_token=claim_token
-    ).update(
+    updated = Job.objects.filter(id=job_id, status=JobStatus.IN_PROGRESS, claim_token=claim_token).update(
         status=JobStatus.FAILED,
         error_code=code[:64],
         error_message=message[:2000],
@@ -227,9 +227,7 @@ def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
     """Give claimed jobs back to the queue (e.g. on shutdown), undoing the attempt."""
     from django.db.models import F
 
-    return Job.objects.filter(
-        id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token
-    ).update(
+    return Job.objects.filter(id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token).update(
         status=JobStatus.QUEUED,
         attempts=F("attempts") - 1,
         claimed_by="",

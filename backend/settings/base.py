@@ -153,9 +153,7 @@ LOGGING = {
             "request_id=%(request_id)s %(message)s"
         }
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["request_id"]}
-    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},

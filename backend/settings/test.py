@@ -17,7 +17,8 @@ from .base import DATABASES, env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-TEST_PG_URL = "postgres://postgres@127.0.0.1:5432/cxrq"
+# Concurrent test runs on one server need distinct names (pytest-django adds "test_").
+TEST_PG_URL = f"postgres://postgres@127.0.0.1:5432/{env.str('CXRQ_TEST_DB_NAME', default='cxrq')}"
 TEST_REDIS_DB = env.int("CXRQ_TEST_REDIS_DB", default=13)
 
 
@@ -30,9 +31,7 @@ def _reachable(host: str, port: int) -> bool:
 
 
 _xdist = os.environ.get("PYTEST_XDIST_WORKER", "main")
-TEST_RUN_DIR = Path(
-    os.environ.get("CXRQ_TEST_RUN_DIR") or tempfile.mkdtemp(prefix=f"cxrq-test-{_xdist}-")
-)
+TEST_RUN_DIR = Path(os.environ.get("CXRQ_TEST_RUN_DIR") or tempfile.mkdtemp(prefix=f"cxrq-test-{_xdist}-"))
 os.environ["CXRQ_TEST_RUN_DIR"] = str(TEST_RUN_DIR)  # shared with processes the tests start
 
 if os.environ.get("DATABASE_URL"):

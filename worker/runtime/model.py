@@ -46,6 +46,7 @@ class ModelRuntime:
         return {
             "model": MODEL_NAME,
             "model_version": self.model_version,
+            "labels": self.labels,
             "weights": self.weights,
             "weights_sha256": self.weights_sha256 if self.weights != UNTRAINED else UNTRAINED,
             "fallback_weights_sha256": self.weights_sha256 if self.weights == UNTRAINED else None,
@@ -101,6 +102,10 @@ def load_runtime() -> ModelRuntime:
     runtime.load_ms = (time.perf_counter() - started) * 1000
     logger.info(
         "event=model_loaded model_version=%s backend=%s precision=%s threads=%d load_ms=%.0f",
-        runtime.model_version, runtime.backend.name, runtime.backend.precision, threads, runtime.load_ms,
+        runtime.model_version,
+        runtime.backend.name,
+        runtime.backend.precision,
+        threads,
+        runtime.load_ms,
     )
     return runtime

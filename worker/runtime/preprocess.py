@@ -9,49 +9,17 @@ part of every result's provenance and of the dedup key.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from worker.model_identity import PREPROCESS_VERSION
+from worker.runtime.decode import DecodeError, decode
 
 INPUT_SIZE = 224
 
-__all__ = ["INPUT_SIZE", "PREPROCESS_VERSION", "PreprocessError", "decode", "preprocess", "to_model_input"]
+__all__ = ["INPUT_SIZE", "PREPROCESS_VERSION", "PreprocessError", "normalize", "preprocess", "to_model_input"]
 
-
-class PreprocessError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def _to_array(img: Image.Image) -> tuple[np.ndarray, int]:
-    """Pixel array and its maximum possible value, keeping 16-bit depth."""
-    if img.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(img, dtype=np.uint16), 65535
-    if img.mode == "I":
-        arr = np.asarray(img)
-        return arr, 65535 if arr.max() > 255 else 255
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "RGBA"):
-        img = img.convert("L" if img.mode == "LA" else "RGB")
-    elif img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
-    return np.asarray(img), 255
-
-
-def decode(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes to a float32 HxW array in [-1024, 1024]."""
-    try:
-        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as img:
-            img.load()
-            arr, maxval = _to_array(img)
-    except Exception as exc:  # noqa: BLE001 - any decoder error is this job's failure alone
-        raise PreprocessError("decode_failed", f"{type(exc).__name__}: {exc}") from exc
-    return normalize(arr, maxval)
+# Decode and preprocess errors fail one job with their code; callers catch one type.
+PreprocessError = DecodeError
 
 
 def normalize(arr: np.ndarray, maxval: int) -> np.ndarray:
@@ -77,4 +45,5 @@ def to_model_input(img: np.ndarray) -> np.ndarray:
 
 def preprocess(data: bytes) -> np.ndarray:
     """Bytes -> float32 array of shape (1, 224, 224), ready for the model."""
-    return to_model_input(decode(data))
+    arr, maxval = decode(data)
+    return to_model_input(normalize(arr, maxval))

@@ -33,7 +33,8 @@ class Command(BaseCommand):
                     f"  database : {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
                     f"  broker   : {settings.CELERY_BROKER_URL.split('@')[-1]}",
                     f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
-                    f"  admin    : {base}/admin/  (create a user: .venv/bin/python manage.py createsuperuser)",
+                    f"  admin    : {base}/admin/",
+                    "  add admin: .venv/bin/python manage.py createsuperuser",
                     "  docs     : README.md, docs/api.md",
                     f"  try      : curl -F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
                     "",
@@ -41,8 +42,18 @@ class Command(BaseCommand):
             )
         )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             "--loglevel=INFO", "--concurrency=1", "--without-gossip", "--without-mingle"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+            ],
             env=os.environ.copy(),
         )
         try:
