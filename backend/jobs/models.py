@@ -35,6 +35,9 @@ class Job(models.Model):
     content_type = models.CharField(max_length=100, blank=True)
     image_format = models.CharField(max_length=16, blank=True, help_text="Detected from content.")
     size_bytes = models.PositiveIntegerField(default=0)
+    acquisition = models.JSONField(
+        default=dict, blank=True, help_text="Non-identifying acquisition facts (modality, view, spacing)."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -17,6 +17,7 @@ class JobOutputSerializer(serializers.Serializer):
     original_filename = serializers.CharField()
     image_format = serializers.CharField()
     size_bytes = serializers.IntegerField()
+    acquisition = serializers.JSONField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
