@@ -88,22 +88,38 @@ class Processor:
         )
 
     def _heartbeat_loop(self) -> None:
+        """Every WORKER_HEARTBEAT_SECONDS: report in, renew the leases of the jobs this
+        process holds, requeue jobs whose holder was lost, and re-wake jobs queued too long.
+        A frozen process stops renewing, so its jobs go to another worker."""
+        last_sweep = 0.0
         while not self._stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 close_old_connections()
                 self._beat()
+                services.job_renew_leases(worker_id=self.worker_id)
+                services.job_reap_expired()
+                if time.monotonic() - last_sweep >= settings.SWEEP_AFTER_SECONDS / 2:
+                    services.job_sweep_queued(older_than_seconds=settings.SWEEP_AFTER_SECONDS)
+                    last_sweep = time.monotonic()
             except Exception:
                 logger.warning("event=heartbeat_failed worker_id=%s", self.worker_id, exc_info=True)
+                connection.close()
         connection.close()
 
     # --- work ----------------------------------------------------------------
     def drain(self, hint: list[str] | None = None) -> int:
-        """Claim and run batches until no queued job is left. Returns jobs finished."""
+        """Claim and run batches until no queued job is left, or DRAIN_MAX_SECONDS have passed
+        (then hand over to a fresh wake-up, so a task never runs long: warm shutdown waits
+        for at most one drain, and the broker's visibility timeout is never reached)."""
         self.start()
         assert self.runtime is not None
         logger.debug("event=wakeup worker_id=%s job_ids=%s", self.worker_id, ",".join(hint or []))
+        started = time.monotonic()
         done = 0
-        while True:
+        while not self._stop.is_set():
+            if time.monotonic() - started > settings.DRAIN_MAX_SECONDS:
+                services.job_sweep_queued(older_than_seconds=0, limit=settings.BATCH_MAX_SIZE)
+                return done
             self._wait_for_batch()
             batch = services.job_claim_batch(
                 worker_id=self.worker_id,
@@ -113,6 +129,7 @@ class Processor:
             if not batch.jobs:
                 return done
             done += self.run_batch(batch)
+        return done
 
     def _wait_for_batch(self) -> None:
         """Give a partial batch up to BATCH_MAX_WAIT_MS to fill."""

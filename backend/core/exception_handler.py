@@ -35,7 +35,9 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers
+        )
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, PermissionDenied):

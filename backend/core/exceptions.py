@@ -13,10 +13,21 @@ class ApplicationError(Exception):
     status_code = 400
     default_message = "The request could not be processed."
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ):
         self.message = message or self.default_message
         self.details = details or {}
+        self.retry_after = retry_after
         super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class ValidationFailed(ApplicationError):

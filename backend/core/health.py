@@ -52,17 +52,43 @@ def check_workers() -> dict[str, Any]:
         depth = selectors.queue_depth()
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         return {"ok": False, "error": type(exc).__name__}
-    return {"ok": bool(workers), "live": len(workers), "workers": workers, "queue_depth": depth}
+    return {
+        "ok": bool(workers),
+        "live": len(workers),
+        "workers": workers,
+        "queue_depth": depth,
+        "max_queue_depth": settings.MAX_QUEUE_DEPTH,
+    }
+
+
+def degraded_reasons(db: dict, broker: dict, workers: dict) -> list[str]:
+    reasons = []
+    if not db["ok"]:
+        reasons.append("database_unavailable")
+    if not broker["ok"]:
+        reasons.append("broker_unavailable")
+    if db["ok"] and not workers.get("live"):
+        reasons.append("no_live_worker")
+    limit = settings.MAX_QUEUE_DEPTH
+    if limit > 0 and workers.get("queue_depth", 0) >= limit:
+        reasons.append("queue_over_depth")
+    return reasons
 
 
 class HealthApi(APIView):
+    """200 while the API can serve (reads and cache hits need only the database),
+    with status "degraded" and the reasons; 503 when the database is down.
+    `?strict=1` (for monitoring) answers 503 on any degradation."""
+
     def get(self, request: Request) -> Response:
         db = check_database()
         broker = check_broker()
         workers = check_workers() if db["ok"] else {"ok": False, "error": "database_unavailable"}
-        ok = db["ok"] and broker["ok"] and workers["ok"]
+        reasons = degraded_reasons(db, broker, workers)
+        strict = request.query_params.get("strict") in ("1", "true", "yes")
         body = {
-            "status": "ok" if ok else "degraded",
+            "status": "ok" if not reasons else "degraded",
+            "reasons": reasons,
             "database": db,
             "broker": broker,
             "workers": workers,
@@ -76,7 +102,7 @@ class HealthApi(APIView):
         }
         # The database is required to serve anything; broker or workers down
         # still lets reads and cache hits work, so the API reports 200 degraded.
-        return Response(body, status=200 if db["ok"] else 503)
+        return Response(body, status=503 if (not db["ok"] or (strict and reasons)) else 200)
 
 
 def _model_version() -> str:

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from backend.jobs import errors, selectors, services
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer
+from backend.jobs.throttling import UploadRateThrottle
 
 # Multipart framing on top of the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -24,6 +25,8 @@ class JobPagination(PageNumberPagination):
 
 
 class JobCollectionApi(APIView):
+    throttle_classes = [UploadRateThrottle]
+
     def post(self, request: Request) -> Response:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
@@ -36,6 +39,7 @@ class JobCollectionApi(APIView):
             upload=upload,
             original_filename=upload.name or "",
             content_type=upload.content_type or "",
+            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         job = outcome.job
         body = JobOutputSerializer(job, context={"request": request}).data

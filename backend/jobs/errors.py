@@ -54,3 +54,23 @@ class InvalidFilter(ApplicationError):
     code = "invalid_filter"
     status_code = 400
     default_message = "Invalid query parameter."
+
+
+class QueueFull(ApplicationError):
+    code = "queue_full"
+    status_code = 503
+    default_message = (
+        "Too many images are waiting for analysis; retry later. Cached results are still served."
+    )
+
+
+class IdempotencyKeyReused(ApplicationError):
+    code = "idempotency_key_reused"
+    status_code = 409
+    default_message = "This Idempotency-Key was used with a different image."
+
+
+class InvalidIdempotencyKey(ApplicationError):
+    code = "invalid_idempotency_key"
+    status_code = 400
+    default_message = "Idempotency-Key must be 1-255 printable ASCII characters."

@@ -53,6 +53,8 @@ class Job(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     batch_id = models.UUIDField(null=True, blank=True)
+    # Backoff: a job retried after a transient error is not claimed before this.
+    available_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -99,6 +101,23 @@ class JobResult(models.Model):
 
     def __str__(self) -> str:
         return f"result of {self.job_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An Idempotency-Key header seen on POST /jobs, and the job it answered with.
+
+    The key is bound to the sha256 of the body it first came with: the same key
+    with other bytes is a client error (409), never a second job.
+    """
+
+    key = models.CharField(max_length=255, primary_key=True)
+    request_sha256 = models.CharField(max_length=64)
+    # Set once the job exists; NULL only while the first request with this key is in flight.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, null=True, related_name="idempotency_keys")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class WorkerHeartbeat(models.Model):

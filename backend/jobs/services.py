@@ -15,11 +15,12 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from backend.jobs import intake
+from backend.jobs import errors, intake
 from backend.jobs.dispatch import wake_workers
-from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
+from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, WorkerHeartbeat
 from worker.model_identity import current_model_version
 
 logger = logging.getLogger(__name__)
@@ -40,20 +41,63 @@ def _live_job(*, sha256: str, model_version: str) -> Job | None:
     )
 
 
-def job_create(*, upload, original_filename: str = "", content_type: str = "") -> JobCreateOutcome:
+def job_create(
+    *, upload, original_filename: str = "", content_type: str = "", idempotency_key: str | None = None
+) -> JobCreateOutcome:
     """Create a job for an upload, or return the live job for the same bytes and model.
 
-    Cache hits are answered before the image is decoded. The unique constraint
-    decides races: the loser deletes its file and returns the winner's job.
+    Cache hits are answered before the image is decoded or the queue depth is
+    looked at. With an Idempotency-Key, a replay returns the job the key first
+    answered with, and the key with different bytes is refused (409).
     """
     data = intake.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
     sha256 = intake.sha256_of(data)
-    model_version = current_model_version()
+    if not idempotency_key:
+        return _create_or_dedup(
+            data=data, sha256=sha256, original_filename=original_filename, content_type=content_type
+        )
 
+    key_job = _claim_idempotency_key(key=idempotency_key, sha256=sha256)
+    if key_job is not None:
+        return JobCreateOutcome(job=key_job, deduplicated=True)
+    try:
+        outcome = _create_or_dedup(
+            data=data, sha256=sha256, original_filename=original_filename, content_type=content_type
+        )
+    except BaseException:
+        # Nothing was accepted under this key: free it so the client can retry.
+        IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).delete()
+        raise
+    IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).update(job=outcome.job)
+    return outcome
+
+
+def _claim_idempotency_key(*, key: str, sha256: str) -> Job | None:
+    """Record the key for these bytes. Returns the key's job on a replay, None for a first use."""
+    if not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        raise errors.InvalidIdempotencyKey()
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(key=key, request_sha256=sha256)
+        return None
+    except IntegrityError:
+        existing = IdempotencyKey.objects.select_related("job__result").get(key=key)
+    if existing.request_sha256 != sha256:
+        raise errors.IdempotencyKeyReused(details={"idempotency_key": key})
+    # Same key, same bytes: the first request's job, or (while it is still in
+    # flight) whatever dedup returns for these bytes, which is the same job.
+    return existing.job
+
+
+def _create_or_dedup(
+    *, data: bytes, sha256: str, original_filename: str, content_type: str
+) -> JobCreateOutcome:
+    model_version = current_model_version()
     existing = _live_job(sha256=sha256, model_version=model_version)
     if existing is not None:
         return JobCreateOutcome(job=existing, deduplicated=True)
 
+    _check_backpressure()
     info = intake.inspect_image(data, max_pixels=settings.IMAGE_MAX_PIXELS, min_side=settings.IMAGE_MIN_SIDE)
     job = Job(
         sha256=sha256,
@@ -87,6 +131,19 @@ def job_create(*, upload, original_filename: str = "", content_type: str = "") -
     return JobCreateOutcome(job=job, deduplicated=False)
 
 
+def _check_backpressure() -> None:
+    """Refuse new inference work (503) while the queue is over MAX_QUEUE_DEPTH."""
+    limit = settings.MAX_QUEUE_DEPTH
+    if limit <= 0:
+        return
+    depth = Job.objects.filter(status=JobStatus.QUEUED).count()
+    if depth >= limit:
+        raise errors.QueueFull(
+            details={"queue_depth": depth, "max_queue_depth": limit},
+            retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
+        )
+
+
 # --- worker side ---------------------------------------------------------------
 
 
@@ -114,6 +171,8 @@ _CLAIM_SQL = """
 WITH picked AS (
     SELECT id FROM jobs_job
     WHERE status = 'QUEUED' AND model_version = %s
+      AND (available_at IS NULL OR available_at <= %s)
+      AND attempts {attempts}
     ORDER BY created_at
     LIMIT %s
     {lock}
@@ -126,31 +185,39 @@ WHERE id IN (SELECT id FROM picked) AND status = 'QUEUED'
 
 
 def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> ClaimedBatch:
-    """Claim up to max_size queued jobs in two queries, whatever the batch size.
+    """Claim up to max_size queued jobs in at most three queries, whatever the batch size.
 
     PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED picks rows no other claimer
     holds, and the same statement moves them to IN_PROGRESS with a fresh claim
     token and lease. SQLite (embedded default) has no row locks, but it runs
     the statement under its single writer lock, and the status guard keeps it exact.
+
+    A job that was attempted before (its worker died, hung or hit a transient
+    error) is claimed alone: if it is the poison that killed its batch, it can
+    only take itself down next time, and its batch mates run without it.
     """
     now = timezone.now()
     batch = ClaimedBatch(batch_id=uuid.uuid4(), claim_token=uuid.uuid4(), worker_id=worker_id)
     lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    lease = now + timedelta(seconds=settings.LEASE_SECONDS)
+    params_tail = [
+        _db_dt(now),
+        worker_id,
+        _db_uuid(batch.claim_token),
+        _db_dt(lease),
+        _db_uuid(batch.batch_id),
+    ]
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_SQL.format(lock=lock),
-                [
-                    model_version,
-                    max_size,
-                    _db_dt(now),
-                    worker_id,
-                    _db_uuid(batch.claim_token),
-                    _db_dt(now + timedelta(seconds=settings.LEASE_SECONDS)),
-                    _db_uuid(batch.batch_id),
-                ],
-            )
-            claimed = cursor.rowcount
+            claimed = 0
+            for attempts, limit in (("> 0", 1), ("= 0", max_size)):
+                cursor.execute(
+                    _CLAIM_SQL.format(lock=lock, attempts=attempts),
+                    [model_version, _db_dt(now), limit, *params_tail],
+                )
+                claimed = cursor.rowcount
+                if claimed:
+                    break
         if claimed:
             batch.jobs = list(Job.objects.filter(claim_token=batch.claim_token).order_by("created_at"))
     return batch
@@ -225,9 +292,9 @@ def job_fail(*, job_id: uuid.UUID, claim_token: uuid.UUID, code: str, message: s
 
 def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
     """Give claimed jobs back to the queue (e.g. on shutdown), undoing the attempt."""
-    from django.db.models import F
-
-    return Job.objects.filter(id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token).update(
+    released = Job.objects.filter(
+        id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token
+    ).update(
         status=JobStatus.QUEUED,
         attempts=F("attempts") - 1,
         claimed_by="",
@@ -235,6 +302,160 @@ def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
         lease_expires_at=None,
         batch_id=None,
         started_at=None,
+    )
+    if released:
+        wake_workers(job_ids)
+    return released
+
+
+def _backoff_seconds(attempts: int) -> float:
+    return settings.RETRY_BACKOFF_SECONDS * (2 ** max(attempts - 1, 0))
+
+
+def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: str, message: str) -> dict:
+    """After a transient error: back to the queue with exponential backoff, or FAILED
+    once MAX_ATTEMPTS is reached. Guarded by the claim token like every transition."""
+    now = timezone.now()
+    held = Job.objects.filter(id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token)
+    failed = held.filter(attempts__gte=settings.MAX_ATTEMPTS).update(
+        status=JobStatus.FAILED,
+        error_code=code[:64],
+        error_message=f"gave up after {settings.MAX_ATTEMPTS} attempts: {message}"[:2000],
+        finished_at=now,
+        lease_expires_at=None,
+    )
+    requeued = 0
+    for attempts in sorted(set(held.values_list("attempts", flat=True))):
+        requeued += held.filter(attempts=attempts).update(
+            status=JobStatus.QUEUED,
+            error_code=code[:64],
+            error_message=message[:2000],
+            claimed_by="",
+            claim_token=None,
+            lease_expires_at=None,
+            batch_id=None,
+            available_at=now + timedelta(seconds=_backoff_seconds(attempts)),
+        )
+    return {"requeued": requeued, "failed": failed}
+
+
+# --- leases, reaper, sweeper ------------------------------------------------------------
+
+
+def job_renew_leases(*, worker_id: str) -> int:
+    """Extend the leases of the jobs this worker holds (called from its heartbeat)."""
+    return Job.objects.filter(status=JobStatus.IN_PROGRESS, claimed_by=worker_id).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
+    )
+
+
+def job_reap_expired() -> dict[str, list[uuid.UUID]]:
+    """Return jobs whose lease expired to the queue, or fail them after MAX_ATTEMPTS.
+
+    The holder died, froze or was killed for running too long. The claim token
+    is cleared, so if it comes back its results are refused. Safe to run from
+    every worker at once: rows are locked with SKIP LOCKED and each UPDATE is
+    guarded by status and lease.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        expired = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(status=JobStatus.IN_PROGRESS, lease_expires_at__lt=now)
+            .values_list("id", "attempts")
+        )
+        to_fail = [i for i, a in expired if a >= settings.MAX_ATTEMPTS]
+        to_queue = [i for i, a in expired if a < settings.MAX_ATTEMPTS]
+        guarded = Job.objects.filter(status=JobStatus.IN_PROGRESS, lease_expires_at__lt=now)
+        if to_fail:
+            guarded.filter(id__in=to_fail).update(
+                status=JobStatus.FAILED,
+                error_code="max_attempts_exceeded",
+                error_message=(
+                    f"the worker running this image was lost {settings.MAX_ATTEMPTS} times "
+                    "(crashed, hung or was killed); it is not retried again"
+                ),
+                finished_at=now,
+                claim_token=None,
+                lease_expires_at=None,
+            )
+        if to_queue:
+            guarded.filter(id__in=to_queue).update(
+                status=JobStatus.QUEUED,
+                error_code="lease_expired",
+                error_message="the worker running this job was lost; requeued",
+                claimed_by="",
+                claim_token=None,
+                lease_expires_at=None,
+                batch_id=None,
+            )
+            wake_workers(to_queue)
+    if expired:
+        logger.warning(
+            "event=leases_expired requeued=%s failed=%s",
+            ",".join(map(str, to_queue)) or "-",
+            ",".join(map(str, to_fail)) or "-",
+        )
+    return {"requeued": to_queue, "failed": to_fail}
+
+
+def job_sweep_queued(*, older_than_seconds: float, limit: int = 100) -> list[uuid.UUID]:
+    """Wake workers for queued jobs that have waited too long (their wake-up was lost:
+    broker restarted or flushed, or down when the job was created). Extra wake-ups are harmless."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    now = timezone.now()
+    ids = list(
+        Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff)
+        .exclude(available_at__gt=now)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    if ids:
+        wake_workers(ids)
+    return ids
+
+
+def job_requeue(*, job_ids: list[uuid.UUID], statuses: tuple[str, ...]) -> list[uuid.UUID]:
+    """Operator action: put jobs back in the queue with a fresh attempt budget.
+
+    A FAILED job whose bytes already have a newer live job is skipped (the
+    dedup constraint would refuse it, and the newer job is the one to follow).
+    """
+    requeued = []
+    for job_id in job_ids:
+        try:
+            with transaction.atomic():
+                updated = Job.objects.filter(id=job_id, status__in=statuses).update(
+                    status=JobStatus.QUEUED,
+                    attempts=0,
+                    error_code="",
+                    error_message="",
+                    claimed_by="",
+                    claim_token=None,
+                    lease_expires_at=None,
+                    batch_id=None,
+                    available_at=None,
+                    started_at=None,
+                    finished_at=None,
+                )
+        except IntegrityError:
+            continue
+        if updated:
+            requeued.append(job_id)
+    if requeued:
+        wake_workers(requeued)
+    return requeued
+
+
+def job_fail_by_operator(*, job_ids: list[uuid.UUID], reason: str) -> int:
+    """Operator action: fail queued or stuck jobs for good."""
+    return Job.objects.filter(id__in=job_ids, status__in=[JobStatus.QUEUED, JobStatus.IN_PROGRESS]).update(
+        status=JobStatus.FAILED,
+        error_code="failed_by_operator",
+        error_message=reason[:2000],
+        finished_at=timezone.now(),
+        claim_token=None,
+        lease_expires_at=None,
     )
 
 

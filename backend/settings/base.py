@@ -112,6 +112,18 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Shared counters for rate limits: Redis when configured, else per-process memory.
+_CACHE_URL = env.str("CXRQ_CACHE_URL", default="")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _CACHE_URL,
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+    if _CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cxrq"}
+}
+
 # --- Celery (the broker only carries wake-up calls; PostgreSQL holds job state) ---
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
@@ -126,6 +138,15 @@ IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
 BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=8)
 BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=20)
 LEASE_SECONDS = env.int("CXRQ_LEASE_SECONDS", default=60)
+# --- Reliability (docs/reliability.md) ---
+MAX_ATTEMPTS = env.int("CXRQ_MAX_ATTEMPTS", default=3)
+RETRY_BACKOFF_SECONDS = env.float("CXRQ_RETRY_BACKOFF_SECONDS", default=2.0)
+SWEEP_AFTER_SECONDS = env.float("CXRQ_SWEEP_AFTER_SECONDS", default=10.0)
+DRAIN_MAX_SECONDS = env.float("CXRQ_DRAIN_MAX_SECONDS", default=10.0)
+BATCH_TIME_LIMIT_SECONDS = env.int("CXRQ_BATCH_TIME_LIMIT_SECONDS", default=120)
+MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
+QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("CXRQ_QUEUE_FULL_RETRY_AFTER_SECONDS", default=5)
+UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
 WORKER_HEARTBEAT_SECONDS = env.int("CXRQ_WORKER_HEARTBEAT_SECONDS", default=5)
 WORKER_LIVE_SECONDS = env.int("CXRQ_WORKER_LIVE_SECONDS", default=30)
 

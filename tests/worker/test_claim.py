@@ -55,13 +55,15 @@ def test_claim_uses_a_constant_number_of_queries():
         with CaptureQueriesContext(connection) as ctx:
             batch = claim(size)
         assert len(batch.jobs) == size
-        counts[size] = len(ctx.captured_queries)
-    assert counts[1] == counts[16]
-    # the claim itself is one statement (SELECT ... FOR UPDATE SKIP LOCKED inside the UPDATE)
-    sql = [q["sql"] for q in ctx.captured_queries if "UPDATE" in q["sql"].upper()]
-    assert len(sql) == 1
+        counts[size] = len([q for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]])
+    assert counts[1] == counts[16] <= 3
+    # Each claim statement is SELECT ... FOR UPDATE SKIP LOCKED inside one bulk UPDATE:
+    # one for a retried job (claimed alone), one for fresh jobs.
+    sql = [q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("WITH")]
+    assert 1 <= len(sql) <= 2
+    assert all("UPDATE jobs_job" in q for q in sql)
     if connection.vendor == "postgresql":
-        assert "FOR UPDATE SKIP LOCKED" in sql[0]
+        assert all("FOR UPDATE SKIP LOCKED" in q for q in sql)
 
 
 @pytest.mark.django_db
