@@ -89,8 +89,12 @@ def weights_spec_from_settings() -> WeightsSpec:
 
 
 def model_version_for(spec: WeightsSpec) -> str:
+    from django.conf import settings
+
     weights_id = spec.sha256[:16] if spec.is_official else f"{UNTRAINED}-{FALLBACK_RECIPE_VERSION}"
-    return f"{MODEL_NAME}@{weights_id}+{PREPROCESS_VERSION}"
+    # CXRQ_DICOM_APPLY_VOI_LUT changes what the model sees for DICOM (docs/intake.md).
+    voi_lut = "+voilut" if getattr(settings, "DICOM_APPLY_VOI_LUT", False) else ""
+    return f"{MODEL_NAME}@{weights_id}+{PREPROCESS_VERSION}{voi_lut}"
 
 
 def current_model_version() -> str:

@@ -74,3 +74,72 @@ class InvalidIdempotencyKey(ApplicationError):
     code = "invalid_idempotency_key"
     status_code = 400
     default_message = "Idempotency-Key must be 1-255 printable ASCII characters."
+
+
+# --- clinical intake: format recognition and DICOM (docs/intake.md) ---------------------
+
+
+class AmbiguousFormat(ApplicationError):
+    code = "ambiguous_format"
+    status_code = 415
+    default_message = "The file carries the signatures of more than one format (a polyglot); it is refused."
+
+
+class TrailingData(ApplicationError):
+    code = "trailing_data"
+    status_code = 400
+    default_message = "The file has data after the end of the image."
+
+
+class DicomUnsupportedTransferSyntax(ApplicationError):
+    code = "dicom_unsupported_transfer_syntax"
+    status_code = 415
+    default_message = "The DICOM transfer syntax is not supported."
+
+
+class DicomUnsupportedObject(ApplicationError):
+    code = "dicom_unsupported_object"
+    status_code = 415
+    default_message = (
+        "The DICOM object is not a single-frame radiograph (CR, DX or Secondary Capture image); "
+        "structured reports, presentation states and other objects are not accepted."
+    )
+
+
+class DicomNoPixelData(ApplicationError):
+    code = "dicom_no_pixel_data"
+    status_code = 422
+    default_message = "The DICOM file has no Pixel Data (or is truncated before it)."
+
+
+class DicomMultiFrame(ApplicationError):
+    code = "dicom_multiframe"
+    status_code = 422
+    default_message = "Multi-frame DICOM is not accepted: send one frame per file."
+
+
+class DicomColor(ApplicationError):
+    code = "dicom_color"
+    status_code = 422
+    default_message = "Colour DICOM is not accepted: chest radiographs are MONOCHROME1 or MONOCHROME2."
+
+
+class DicomUnsupportedPixels(ApplicationError):
+    code = "dicom_unsupported_pixels"
+    status_code = 422
+    default_message = "The DICOM pixel encoding is not supported (unsigned 8- or 16-bit integers only)."
+
+
+class DicomBurnedInAnnotation(ApplicationError):
+    code = "dicom_burned_in_annotation"
+    status_code = 422
+    default_message = (
+        "The DICOM header says identifying text is burned into the pixels (Burned In Annotation = YES); "
+        "it cannot be de-identified and is not stored."
+    )
+
+
+class DicomHeaderTooLarge(ApplicationError):
+    code = "dicom_header_too_large"
+    status_code = 413
+    default_message = "The DICOM header (everything before the pixel data) is larger than the limit."

@@ -98,16 +98,24 @@ def _create_or_dedup(
         return JobCreateOutcome(job=existing, deduplicated=True)
 
     _check_backpressure()
-    info = intake.inspect_image(data, max_pixels=settings.IMAGE_MAX_PIXELS, min_side=settings.IMAGE_MIN_SIDE)
+    # Validated and de-identified: info.stored_bytes, not the upload, is what rests on disk.
+    info = intake.accept_image(
+        data,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        min_side=settings.IMAGE_MIN_SIDE,
+        dicom_max_header_bytes=settings.DICOM_MAX_HEADER_BYTES,
+        dicom_accept_burned_in=settings.DICOM_ACCEPT_BURNED_IN_ANNOTATION,
+    )
     job = Job(
         sha256=sha256,
         model_version=model_version,
-        original_filename=(original_filename or "")[:255],
-        content_type=(content_type or "")[:100],
+        original_filename=intake.stored_filename(original_filename, keep=settings.STORE_ORIGINAL_FILENAME),
+        content_type=intake.stored_content_type(content_type),
         image_format=info.image_format,
         size_bytes=len(data),
+        acquisition=info.acquisition,
     )
-    job.upload.save(f"{job.id}.{info.extension}", ContentFile(data), save=False)
+    job.upload.save(f"{job.id}.{info.extension}", ContentFile(info.stored_bytes), save=False)
     try:
         with transaction.atomic():
             job.save(force_insert=True)

@@ -181,3 +181,14 @@ LOGGING = {
         "celery": {"level": "INFO"},
     },
 }
+
+# --- Clinical image intake (issue 4; docs/intake.md) ---
+# Everything before a DICOM file's pixel data is parsed from at most this many bytes.
+DICOM_MAX_HEADER_BYTES = env.int("CXRQ_DICOM_MAX_HEADER_BYTES", default=4 * 1024 * 1024)
+# Apply the VOI LUT (window / LUT sequence) like xrv.utils.read_xray_dcm(voi_lut=True).
+# Off by default, as in torchxrayvision; turning it on changes the model version.
+DICOM_APPLY_VOI_LUT = env.bool("CXRQ_DICOM_APPLY_VOI_LUT", default=False)
+# Burned In Annotation = YES means identifying text in the pixels: refused unless this is on.
+DICOM_ACCEPT_BURNED_IN_ANNOTATION = env.bool("CXRQ_DICOM_ACCEPT_BURNED_IN_ANNOTATION", default=False)
+# Upload file names often carry a patient's name or ID: stored only when this is on.
+STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False)

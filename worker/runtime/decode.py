@@ -1,13 +1,20 @@
-"""Decode uploaded bytes to a pixel array and its maximum possible value.
+"""Decode stored bytes to a pixel array and its maximum possible value.
 
-Format is recognised from content (the web process already validated it);
-every format ends in the same place: (HxW or HxWxC array, maxval), handed to
-worker.runtime.preprocess.
+Format is recognised from content (the web process already validated it and
+stored a de-identified copy); every format ends in the same place:
+(HxW or HxWxC array, maxval), handed to worker.runtime.preprocess.
+
+DICOM follows torchxrayvision's reader, xrv.utils.read_xray_dcm, with its
+defaults: maxval = 2**BitsStored - 1, MONOCHROME1 inverted as maxval - data,
+VOI LUT off. CXRQ_DICOM_APPLY_VOI_LUT turns the VOI LUT on, exactly like
+read_xray_dcm(voi_lut=True); it is part of the model version
+(worker.model_identity.model_version_for) because it changes what the model sees.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -35,7 +42,53 @@ def _pil_to_array(img: Image.Image) -> tuple[np.ndarray, int]:
     return np.asarray(img), 255
 
 
-def decode(data: bytes) -> tuple[np.ndarray, int]:
+def _is_dicom(data: bytes) -> bool:
+    return data[128:132] == b"DICM"
+
+
+def apply_voi_lut_setting() -> bool:
+    from django.conf import settings
+
+    return bool(getattr(settings, "DICOM_APPLY_VOI_LUT", False))
+
+
+def decode_dicom(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.ndarray, int]:
+    """xrv.utils.read_xray_dcm up to (not including) normalize: (array, 2**BitsStored - 1)."""
+    import pydicom
+    from pydicom.pixels import apply_voi_lut as _apply_voi_lut
+
+    if apply_voi_lut is None:
+        apply_voi_lut = apply_voi_lut_setting()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data))  # Part 10 only: no force=True
+            photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+            if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+                raise DecodeError("dicom_color", f"photometric interpretation {photometric!r} not supported")
+            if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+                raise DecodeError("dicom_multiframe", "multi-frame DICOM is not supported")
+            maxval = 2 ** int(ds.BitsStored) - 1
+            arr = ds.pixel_array
+            if apply_voi_lut:
+                arr = _apply_voi_lut(arr, ds, index=0)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        # The class name only: pydicom's messages can quote element values.
+        raise DecodeError("decode_failed", f"DICOM could not be decoded ({type(exc).__name__})") from exc
+    if arr.ndim != 2:
+        raise DecodeError("bad_shape", f"unexpected DICOM pixel array shape {arr.shape}")
+    if photometric == "MONOCHROME1":
+        if arr.max() > maxval:  # maxval - arr would wrap around for unsigned data
+            raise DecodeError("bad_pixel_range", f"max pixel {arr.max()} above {maxval}")
+        arr = maxval - arr
+    return arr, maxval
+
+
+def decode(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.ndarray, int]:
+    if _is_dicom(data):
+        return decode_dicom(data, apply_voi_lut=apply_voi_lut)
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as img:
             img.load()

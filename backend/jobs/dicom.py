@@ -1,0 +1,464 @@
+"""DICOM intake: recognise a Part 10 file, check it from its header, decode it once, de-identify it.
+
+Runs in the web process (pydicom + numpy, no torch). The order matters:
+
+1. Recognised by the preamble (``DICM`` at offset 128), never ``force=True``.
+2. Header read with ``stop_before_pixels`` from at most DICOM_MAX_HEADER_BYTES:
+   transfer syntax, SOP class, burned-in annotation flag, frames, colour,
+   bit depth and Rows x Columns x frames are all refused here, before a
+   single pixel is decoded.
+3. The Pixel Data element alone is read and decoded once, so truncated or
+   corrupt pixel data is a 4xx now rather than a failed job later.
+4. A new file is written from an allowlist: the decoded pixels (uncompressed)
+   and the few attributes the pipeline needs, each checked against a list of
+   defined terms or a numeric range. Nothing else of the upload survives:
+   no patient, study or institution attribute, no private tag, no UID, no
+   overlay, and no byte of the original encapsulated JPEG / JPEG 2000 streams
+   (which can carry comments or metadata boxes of their own).
+
+See docs/intake.md for what is kept and why.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import data_element_generator
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from backend.jobs import errors
+
+# pydicom's validation messages quote element values (a patient's name can be
+# one): never let them reach a log line or a warning.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+PREAMBLE_LENGTH = 128
+MAGIC = b"DICM"
+
+# Single-frame projection radiographs. Everything else (SR, presentation
+# states, CT, MR, waveforms, ...) is refused with the list below.
+IMAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+}
+
+# Transfer syntaxes whose pixel data the installed decoders read (pydicom's
+# own for native and RLE, pylibjpeg-libjpeg for JPEG / JPEG-LS,
+# pylibjpeg-openjpeg for JPEG 2000). Deflated is left out on purpose: pydicom
+# inflates the whole dataset in one call, an unbounded zip bomb.
+TRANSFER_SYNTAXES: dict[str, str] = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 and 4)",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless (Process 14)",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1 (Process 14, Selection Value 1)",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+}
+_LOSSY_SYNTAX_METHOD = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # may be lossless; flagged lossy to be safe
+}
+
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+DEIDENTIFICATION_METHOD = "cxrq allowlist v1: pixels and acquisition attributes only"
+
+# Kept values must come from these defined terms: a free-text value in an
+# allowed attribute (a name typed into View Position) is dropped, not copied.
+_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
+_VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LATERAL", "LAT"})
+_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG"})
+_PIXEL_TAGS = {
+    b"\xe0\x7f\x10\x00": "PixelData",
+    b"\xe0\x7f\x08\x00": "FloatPixelData",
+    b"\xe0\x7f\x09\x00": "DoubleFloatPixelData",
+}
+_PHOTOMETRIC_TERMS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"}
+)
+_UID_SHAPE = re.compile(r"^[0-9.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """A DICOM upload that passed every check, with the de-identified file to store."""
+
+    rows: int
+    columns: int
+    photometric: str
+    bits_stored: int
+    transfer_syntax: str
+    stored_bytes: bytes
+    acquisition: dict[str, Any] = field(default_factory=dict)
+
+
+def is_part10(data: bytes) -> bool:
+    return data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + 4] == MAGIC
+
+
+def _invalid(reason: str, exc: BaseException | None = None) -> errors.InvalidImage:
+    # Only our own words and the exception's class name: pydicom's messages
+    # can quote element values.
+    details: dict[str, Any] = {"format": "DICOM", "reason": reason}
+    if exc is not None:
+        details["error"] = type(exc).__name__
+    return errors.InvalidImage(details=details)
+
+
+def _safe_uid(value: Any) -> str:
+    text = str(value or "")
+    return text if _UID_SHAPE.match(text) else "(not a UID)"
+
+
+def _int_attr(ds: Dataset, keyword: str, *, default: int | None = None) -> int:
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise _invalid(f"missing required attribute {keyword}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise _invalid(f"attribute {keyword} is not an integer", exc) from exc
+    return number
+
+
+def _read_header(data: bytes, *, max_header_bytes: int) -> tuple[Dataset, int]:
+    """Header up to (not including) the pixel data, and the offset where the pixel element starts."""
+    head = io.BytesIO(data[:max_header_bytes])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(head, stop_before_pixels=True)
+            # Parse every element now, inside this guard: pydicom converts lazily.
+            for _ in ds.iterall():
+                pass
+    except RecursionError as exc:
+        raise _invalid("DICOM header nests sequences too deeply", exc) from exc
+    except Exception as exc:
+        raise _invalid("DICOM header could not be parsed", exc) from exc
+    return ds, head.tell()
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not ts:
+        raise _invalid("missing Transfer Syntax UID in the file meta information")
+    if str(ts) not in TRANSFER_SYNTAXES:
+        raise errors.DicomUnsupportedTransferSyntax(
+            details={"transfer_syntax": _safe_uid(ts), "accepted": sorted(TRANSFER_SYNTAXES.values())}
+        )
+    return UID(str(ts))
+
+
+def _check_object(ds: Dataset, *, accept_burned_in: bool) -> str:
+    sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or "")
+    if sop_class not in IMAGE_SOP_CLASSES:
+        known = UID(sop_class).name if _UID_SHAPE.match(sop_class) else ""
+        raise errors.DicomUnsupportedObject(
+            details={
+                "sop_class_uid": _safe_uid(sop_class),
+                "sop_class": known if known != sop_class else "unknown",
+                "accepted": sorted(IMAGE_SOP_CLASSES.values()),
+            }
+        )
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES" and not accept_burned_in:
+        raise errors.DicomBurnedInAnnotation()
+    return sop_class
+
+
+def _check_geometry(ds: Dataset, *, max_pixels: int, min_side: int) -> tuple[int, int, int]:
+    """Rows, columns, bits stored: everything here is refused before any pixel is decoded."""
+    rows = _int_attr(ds, "Rows")
+    columns = _int_attr(ds, "Columns")
+    frames = _int_attr(ds, "NumberOfFrames", default=1)
+    if rows <= 0 or columns <= 0 or frames <= 0:
+        raise _invalid("Rows, Columns and Number of Frames must be positive")
+    if rows * columns * frames > max_pixels:
+        raise errors.ImageTooManyPixels(
+            details={"max_pixels": max_pixels, "width": columns, "height": rows, "frames": frames}
+        )
+    if frames != 1:
+        raise errors.DicomMultiFrame(details={"frames": frames})
+    samples = _int_attr(ds, "SamplesPerPixel", default=1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if samples != 1 or photometric not in MONOCHROME:
+        raise errors.DicomColor(
+            details={
+                "samples_per_pixel": samples,
+                "photometric_interpretation": photometric if photometric in _PHOTOMETRIC_TERMS else "other",
+                "accepted": list(MONOCHROME),
+            }
+        )
+    bits_allocated = _int_attr(ds, "BitsAllocated")
+    bits_stored = _int_attr(ds, "BitsStored", default=bits_allocated)
+    representation = _int_attr(ds, "PixelRepresentation", default=0)
+    if bits_allocated not in (8, 16) or not 1 <= bits_stored <= bits_allocated or representation != 0:
+        raise errors.DicomUnsupportedPixels(
+            details={
+                "bits_allocated": bits_allocated,
+                "bits_stored": bits_stored,
+                "pixel_representation": representation,
+                "accepted": "unsigned integers, 8 or 16 bits allocated",
+            }
+        )
+    if min(rows, columns) < min_side:
+        raise errors.ImageTooSmall(details={"min_side": min_side, "width": columns, "height": rows})
+    return rows, columns, bits_stored
+
+
+def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray:
+    """Read the Pixel Data element alone (whatever follows it is ignored) and decode it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fp = io.BytesIO(data)
+            fp.seek(offset)
+            raw = next(data_element_generator(fp, ts.is_implicit_VR, ts.is_little_endian))
+            if raw.value is None or len(raw.value) == 0:
+                raise errors.DicomNoPixelData()
+            ds.PixelData = raw.value
+            element = ds["PixelData"]
+            if ts.is_encapsulated:
+                element.VR = "OB"
+                element.is_undefined_length = True
+            else:
+                element.VR = "OB" if int(ds.BitsAllocated) == 8 else "OW"
+            arr = ds.pixel_array
+    except errors.DicomNoPixelData:
+        raise
+    except RecursionError as exc:
+        raise _invalid("DICOM pixel data could not be read", exc) from exc
+    except Exception as exc:
+        raise _invalid("DICOM pixel data is truncated or corrupt", exc) from exc
+    if arr.shape != (int(ds.Rows), int(ds.Columns)):
+        raise _invalid("decoded pixel data does not match Rows x Columns")
+    return arr
+
+
+def _pixel_data_offset(data: bytes, offset: int, *, max_header_bytes: int) -> None:
+    tag = data[offset : offset + 4]
+    kind = _PIXEL_TAGS.get(bytes(tag))
+    if kind == "PixelData":
+        return
+    if kind is not None:
+        raise errors.DicomUnsupportedPixels(details={"pixel_data": kind, "accepted": "integer Pixel Data"})
+    if len(data) > max_header_bytes and offset >= max_header_bytes - 12:
+        raise errors.DicomHeaderTooLarge(details={"max_header_bytes": max_header_bytes})
+    raise errors.DicomNoPixelData()
+
+
+# --- what is kept ---------------------------------------------------------------
+
+
+def _term(ds: Dataset, keyword: str, allowed: frozenset[str]) -> str | None:
+    value = ds.get(keyword)
+    if value is None or isinstance(value, (list, tuple, Sequence)):
+        return None
+    text = str(value).strip().upper()
+    return text if text in allowed else None
+
+
+def _floats(value: Any, *, count: int | None = None, low: float, high: float) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    if not items or len(items) > 16 or (count is not None and len(items) != count):
+        return None
+    try:
+        numbers = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) and low <= v <= high for v in numbers):
+        return None
+    return numbers
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[str, list[float]] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        spacing = _floats(ds.get(keyword), count=2, low=1e-4, high=10.0)
+        if spacing is not None and all(v > 0 for v in spacing):
+            return keyword, spacing
+    return None
+
+
+def _voi_lut_items(ds: Dataset) -> list[Dataset]:
+    """VOI LUT Sequence items, numbers only (LUT Explanation is free text and dropped)."""
+    seq = ds.get("VOILUTSequence")
+    if not seq or len(seq) > 8:
+        return []
+    items = []
+    for item in seq:
+        if "LUTDescriptor" not in item or "LUTData" not in item:
+            return []
+        descriptor = item["LUTDescriptor"]
+        lut = item["LUTData"]
+        if descriptor.VR not in ("US", "SS") or lut.VR not in ("US", "OW"):
+            return []
+        try:
+            entries, _first, bits = (int(v) for v in descriptor.value)
+        except (TypeError, ValueError):
+            return []
+        if not 8 <= bits <= 16:
+            return []
+        new = Dataset()
+        new.add_new("LUTDescriptor", descriptor.VR, list(descriptor.value))
+        new.add_new("LUTData", lut.VR, lut.value)
+        if entries < 0:
+            return []
+        items.append(new)
+    return items
+
+
+def _window(ds: Dataset) -> tuple[list[float], list[float]] | None:
+    center = _floats(ds.get("WindowCenter"), low=-1e7, high=1e7)
+    width = _floats(ds.get("WindowWidth"), low=1e-6, high=1e7)
+    if center is None or width is None or len(center) != len(width):
+        return None
+    return center, width
+
+
+def _deidentified_dataset(
+    ds: Dataset, arr: np.ndarray, *, sop_class: str, ts: UID, bits_stored: int
+) -> tuple[Dataset, dict[str, Any]]:
+    """A new dataset holding only the pixels and allowlisted, checked values."""
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    out = Dataset()
+    out.SOPClassUID = sop_class
+    out.SOPInstanceUID = generate_uid()  # 2.25.<random>: no link back to the original
+    out.StudyInstanceUID = generate_uid()
+    out.SeriesInstanceUID = generate_uid()
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    acquisition: dict[str, Any] = {}
+
+    modality = _term(ds, "Modality", _MODALITIES)
+    if modality:
+        out.Modality = acquisition["modality"] = modality
+    view = _term(ds, "ViewPosition", _VIEW_POSITIONS)
+    if view:
+        out.ViewPosition = acquisition["view_position"] = view
+    body_part = _term(ds, "BodyPartExamined", _BODY_PARTS)
+    if body_part:
+        out.BodyPartExamined = acquisition["body_part_examined"] = body_part
+    spacing = _pixel_spacing(ds)
+    if spacing:
+        keyword, values = spacing
+        setattr(out, keyword, [f"{v:.6g}" for v in values])
+        acquisition["pixel_spacing_mm"] = values
+        acquisition["pixel_spacing_attribute"] = keyword
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() in ("YES", "NO"):
+        out.BurnedInAnnotation = str(ds.BurnedInAnnotation).strip().upper()
+
+    # Lossy once, lossy for ever (PS3.3 C.7.6.1.1.5): the uncompressed copy says so.
+    lossy_method = _LOSSY_SYNTAX_METHOD.get(str(ts))
+    if str(ds.get("LossyImageCompression", "")).strip() == "01" or lossy_method:
+        out.LossyImageCompression = "01"
+        if lossy_method:
+            out.LossyImageCompressionMethod = lossy_method
+    acquisition["lossy_compression"] = "LossyImageCompression" in out
+
+    # What torchxrayvision's reader (and CXRQ_DICOM_APPLY_VOI_LUT) needs.
+    window = _window(ds)
+    if window:
+        out.WindowCenter = [f"{v:.6g}" for v in window[0]]
+        out.WindowWidth = [f"{v:.6g}" for v in window[1]]
+        function = _term(ds, "VOILUTFunction", frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}))
+        if function:
+            out.VOILUTFunction = function
+    voi_items = _voi_lut_items(ds)
+    if voi_items:
+        out.VOILUTSequence = Sequence(voi_items)
+
+    rows, columns = arr.shape
+    bits_allocated = int(ds.BitsAllocated)
+    out.SamplesPerPixel = 1
+    out.PhotometricInterpretation = photometric
+    out.Rows = rows
+    out.Columns = columns
+    out.BitsAllocated = bits_allocated
+    out.BitsStored = bits_stored
+    out.HighBit = bits_stored - 1
+    out.PixelRepresentation = 0
+    dtype = np.dtype("<u1") if bits_allocated == 8 else np.dtype("<u2")
+    pixels = np.ascontiguousarray(arr, dtype=dtype).tobytes()
+    if len(pixels) % 2:
+        pixels += b"\x00"
+    out.PixelData = pixels
+    out["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
+
+    acquisition.update(
+        {
+            "photometric_interpretation": photometric,
+            "bits_stored": bits_stored,
+            "rows": rows,
+            "columns": columns,
+            "transfer_syntax": TRANSFER_SYNTAXES[str(ts)],
+        }
+    )
+    return out, acquisition
+
+
+def _write(ds: Dataset) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    buf = io.BytesIO()
+    ds.preamble = b"\x00" * PREAMBLE_LENGTH
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def accept_dicom(
+    data: bytes, *, max_pixels: int, min_side: int, max_header_bytes: int, accept_burned_in: bool
+) -> DicomImage:
+    """Validate a Part 10 upload and return the de-identified file to store, or raise a 4xx."""
+    ds, offset = _read_header(data, max_header_bytes=max_header_bytes)
+    ts = _transfer_syntax(ds)
+    sop_class = _check_object(ds, accept_burned_in=accept_burned_in)
+    rows, columns, bits_stored = _check_geometry(ds, max_pixels=max_pixels, min_side=min_side)
+    _pixel_data_offset(data, offset, max_header_bytes=max_header_bytes)
+    arr = _decode_pixels(ds, data, offset, ts)
+    if arr.dtype.kind not in "ui":
+        raise errors.DicomUnsupportedPixels(details={"accepted": "integer Pixel Data"})
+    maxval = 2**bits_stored - 1
+    if int(arr.max()) > maxval or int(arr.min()) < 0:
+        # torchxrayvision's reader refuses these too (normalize raises).
+        raise errors.DicomUnsupportedPixels(
+            details={"bits_stored": bits_stored, "reason": "pixel values outside 0 .. 2**BitsStored - 1"}
+        )
+    out, acquisition = _deidentified_dataset(ds, arr, sop_class=sop_class, ts=ts, bits_stored=bits_stored)
+    return DicomImage(
+        rows=rows,
+        columns=columns,
+        photometric=out.PhotometricInterpretation,
+        bits_stored=bits_stored,
+        transfer_syntax=str(ts),
+        stored_bytes=_write(out),
+        acquisition=acquisition,
+    )
