@@ -33,7 +33,7 @@ import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
@@ -145,6 +145,20 @@ def _int_attr(ds: Dataset, keyword: str, *, default: int | None = None) -> int:
     return number
 
 
+def _read_file_meta(data: bytes, *, max_header_bytes: int) -> FileMetaDataset:
+    """Group 0002 alone: the transfer syntax must be known good before the dataset is parsed,
+    since pydicom inflates a Deflated dataset whole while reading it (a zip bomb)."""
+    fp = io.BytesIO(data[:max_header_bytes])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_preamble(fp, False)
+            # pydicom's public read_file_meta_info wants a path; this is what it calls.
+            return _read_file_meta_info(fp)
+    except Exception as exc:
+        raise _invalid("DICOM file meta information could not be parsed", exc) from exc
+
+
 def _read_header(data: bytes, *, max_header_bytes: int) -> tuple[Dataset, int]:
     """Header up to (not including) the pixel data, and the offset where the pixel element starts."""
     head = io.BytesIO(data[:max_header_bytes])
@@ -162,9 +176,8 @@ def _read_header(data: bytes, *, max_header_bytes: int) -> tuple[Dataset, int]:
     return ds, head.tell()
 
 
-def _transfer_syntax(ds: Dataset) -> UID:
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+def _transfer_syntax(meta: FileMetaDataset) -> UID:
+    ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise _invalid("missing Transfer Syntax UID in the file meta information")
     if str(ts) not in TRANSFER_SYNTAXES:
@@ -259,16 +272,20 @@ def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray
     return arr
 
 
-def _pixel_data_offset(data: bytes, offset: int, *, max_header_bytes: int) -> None:
+def _pixel_data_offset(data: bytes, offset: int) -> None:
     tag = data[offset : offset + 4]
     kind = _PIXEL_TAGS.get(bytes(tag))
     if kind == "PixelData":
         return
     if kind is not None:
         raise errors.DicomUnsupportedPixels(details={"pixel_data": kind, "accepted": "integer Pixel Data"})
+    raise errors.DicomNoPixelData()
+
+
+def _check_header_size(data: bytes, offset: int, *, max_header_bytes: int) -> None:
+    """The header parse stopped at the cut, not at the pixel data: nothing in it can be trusted."""
     if len(data) > max_header_bytes and offset >= max_header_bytes - 12:
         raise errors.DicomHeaderTooLarge(details={"max_header_bytes": max_header_bytes})
-    raise errors.DicomNoPixelData()
 
 
 # --- what is kept ---------------------------------------------------------------
@@ -438,11 +455,14 @@ def accept_dicom(
     data: bytes, *, max_pixels: int, min_side: int, max_header_bytes: int, accept_burned_in: bool
 ) -> DicomImage:
     """Validate a Part 10 upload and return the de-identified file to store, or raise a 4xx."""
+    ts = _transfer_syntax(_read_file_meta(data, max_header_bytes=max_header_bytes))
     ds, offset = _read_header(data, max_header_bytes=max_header_bytes)
-    ts = _transfer_syntax(ds)
+    _check_header_size(data, offset, max_header_bytes=max_header_bytes)
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) != str(ts):
+        raise _invalid("inconsistent file meta information")
     sop_class = _check_object(ds, accept_burned_in=accept_burned_in)
     rows, columns, bits_stored = _check_geometry(ds, max_pixels=max_pixels, min_side=min_side)
-    _pixel_data_offset(data, offset, max_header_bytes=max_header_bytes)
+    _pixel_data_offset(data, offset)
     arr = _decode_pixels(ds, data, offset, ts)
     if arr.dtype.kind not in "ui":
         raise errors.DicomUnsupportedPixels(details={"accepted": "integer Pixel Data"})

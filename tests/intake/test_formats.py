@@ -232,7 +232,14 @@ def test_png_text_exif_and_private_chunks_are_not_stored():
         _png_chunk(b"prVt", b"PNG-PRIVATE-SECRET"),
     )
     stored = intake.strip_png(data)
-    for secret in (b"DOE^JANE-PNG", b"MRN-PNG-1234", b"PNG-WHO", b"PNG-EXIF-SECRET", b"PNG-PRIVATE", b"date:"):
+    for secret in (
+        b"DOE^JANE-PNG",
+        b"MRN-PNG-1234",
+        b"PNG-WHO",
+        b"PNG-EXIF-SECRET",
+        b"PNG-PRIVATE",
+        b"date:",
+    ):
         assert secret not in stored
     np.testing.assert_array_equal(decode(stored)[0], decode(base)[0])
 
