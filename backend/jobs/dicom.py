@@ -25,6 +25,7 @@ import io
 import logging
 import math
 import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -243,6 +245,48 @@ def _check_geometry(ds: Dataset, *, max_pixels: int, min_side: int) -> tuple[int
     return rows, columns, bits_stored
 
 
+_JPEG_SOF = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})  # + JPEG-LS SOF55
+
+
+def _codestream_size(frame: bytes, ts: UID) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG / JPEG-LS / JPEG 2000 frame declares, read from its header."""
+    if str(ts).startswith("1.2.840.10008.1.2.4.9"):  # JPEG 2000: SOC then SIZ
+        at = frame.find(b"\xff\x4f\xff\x51")
+        if at < 0 or at + 24 > len(frame):
+            return None
+        x, y, x0, y0 = struct.unpack(">IIII", frame[at + 8 : at + 24])
+        return y - y0, x - x0
+    pos = 2 if frame[:2] == b"\xff\xd8" else -1
+    while 0 <= pos < len(frame) - 9:
+        if frame[pos] != 0xFF:
+            return None
+        marker = frame[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", frame[pos + 5 : pos + 9])
+            return height, width
+        if marker == 0xDA:
+            return None
+        (length,) = struct.unpack(">H", frame[pos + 2 : pos + 4])
+        pos += 2 + length
+    return None
+
+
+def _check_codestream(ds: Dataset, ts: UID) -> None:
+    """A compressed frame is decoded to the size its own header declares, not to Rows x Columns:
+    a 1 KiB frame can declare 60000 x 60000. Compare before the decoder allocates anything."""
+    if not ts.is_encapsulated or str(ts) == "1.2.840.10008.1.2.5":  # RLE decodes to Rows x Columns
+        return
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    size = _codestream_size(frame, ts)
+    if size is None:
+        raise _invalid("compressed pixel data has no readable frame header")
+    if size != (int(ds.Rows), int(ds.Columns)):
+        raise _invalid("compressed frame size does not match Rows x Columns")
+
+
 def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray:
     """Read the Pixel Data element alone (whatever follows it is ignored) and decode it."""
     try:
@@ -258,10 +302,11 @@ def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray
             if ts.is_encapsulated:
                 element.VR = "OB"
                 element.is_undefined_length = True
+                _check_codestream(ds, ts)
             else:
                 element.VR = "OB" if int(ds.BitsAllocated) == 8 else "OW"
             arr = ds.pixel_array
-    except errors.DicomNoPixelData:
+    except (errors.DicomNoPixelData, errors.InvalidImage):
         raise
     except RecursionError as exc:
         raise _invalid("DICOM pixel data could not be read", exc) from exc

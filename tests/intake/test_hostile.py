@@ -20,6 +20,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from backend.jobs.models import Job
@@ -259,6 +260,20 @@ def _bits_overflow() -> bytes:
     return _dicom(ds)
 
 
+def _frame_bomb(source: Callable[[], bytes], marker: bytes, offset: int, fmt: str) -> Callable[[], bytes]:
+    """A compressed frame whose own header declares 60000 x 60000 inside a DICOM that says 1024 x 1024."""
+
+    def make() -> bytes:
+        ds = f.read(source())
+        [frame] = list(generate_frames(ds.PixelData, number_of_frames=1))
+        at = frame.index(marker) + offset
+        frame = frame[:at] + struct.pack(fmt, 60_000, 60_000) + frame[at + struct.calcsize(fmt) :]
+        ds.PixelData = encapsulate([frame])
+        return _dicom(ds)
+
+    return make
+
+
 CORPUS: list[Hostile] = [
     # nothing recognisable
     Hostile("zero_bytes.png", lambda: b"", 400, "empty_file"),
@@ -324,6 +339,18 @@ CORPUS: list[Hostile] = [
     Hostile("dicom_missing_rows.dcm", lambda: _without("Rows"), 400, "invalid_image"),
     Hostile("dicom_nested_sequences.dcm", _nested_sequences, 400, "invalid_image"),
     Hostile("dicom_header_bomb.dcm", _header_bomb, 413, "dicom_header_too_large"),
+    Hostile(
+        "dicom_j2k_frame_bomb.dcm",
+        _frame_bomb(f.jpeg2000_dicom, b"\xff\x4f\xff\x51", 8, ">II"),  # SIZ: Xsiz, Ysiz
+        400,
+        "invalid_image",
+    ),
+    Hostile(
+        "dicom_jpeg_frame_bomb.dcm",
+        _frame_bomb(lambda: sample_bytes(f.MONO2_SAMPLE), b"\xff\xc0", 5, ">HH"),  # SOF0: Y, X
+        400,
+        "invalid_image",
+    ),
     # DICOM: not an image we take
     Hostile("dicom_sr.dcm", _pydicom_file("test-SR.dcm"), 415, "dicom_unsupported_object"),
     Hostile("dicom_presentation_state.dcm", _presentation_state, 415, "dicom_unsupported_object"),
