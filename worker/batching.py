@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -39,21 +40,47 @@ class Processor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self.current_batch: ClaimedBatch | None = None  # whose leases the heartbeat renews
+        self._shutdown = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         """Load and warm the model, then report in. Idempotent."""
         with self._lock:
             if self.runtime is None:
-                from worker.runtime.model import load_runtime
+                if settings.MODEL_FAKE:
+                    from worker.runtime.fake import load_fake_runtime as load_runtime
+                else:
+                    from worker.runtime.model import load_runtime
 
                 self.runtime = load_runtime()
+                logger.info("event=model_loaded worker_id=%s info=%s", self.worker_id, self.info())
         self._beat()
         if self._heartbeat is None:
             self._heartbeat = threading.Thread(
                 target=self._heartbeat_loop, name="cxrq-heartbeat", daemon=True
             )
             self._heartbeat.start()
+
+    def _install_sigterm_handler(self) -> None:
+        # Installed here, not at process init: billiard resets the child's signal
+        # handlers after Celery's initializer has run.
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and signal.getsignal(signal.SIGTERM) != self.on_sigterm:
+            signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    def on_sigterm(self, signum, frame) -> None:
+        """SIGTERM in the worker child (systemd, or `kill` of the process group): finish the
+        batch in hand, then exit; exit at once when idle. The parent's warm shutdown, or a
+        fresh child, carries on; nothing claimed is left behind."""
+        self._shutdown.set()
+        if self.current_batch is None:
+            self._exit()
+
+    def _exit(self) -> None:
+        self.stop()
+        logger.info("event=worker_exit worker_id=%s reason=sigterm", self.worker_id)
+        os._exit(0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,7 +123,9 @@ class Processor:
             try:
                 close_old_connections()
                 self._beat()
-                services.job_renew_leases(worker_id=self.worker_id)
+                batch = self.current_batch
+                if batch is not None:
+                    services.job_renew_leases(claim_token=batch.claim_token)
                 services.job_reap_expired()
                 if time.monotonic() - last_sweep >= settings.SWEEP_AFTER_SECONDS / 2:
                     services.job_sweep_queued(older_than_seconds=settings.SWEEP_AFTER_SECONDS)
@@ -113,10 +142,11 @@ class Processor:
         for at most one drain, and the broker's visibility timeout is never reached)."""
         self.start()
         assert self.runtime is not None
+        self._install_sigterm_handler()
         logger.debug("event=wakeup worker_id=%s job_ids=%s", self.worker_id, ",".join(hint or []))
         started = time.monotonic()
         done = 0
-        while not self._stop.is_set():
+        while not (self._stop.is_set() or self._shutdown.is_set()):
             if time.monotonic() - started > settings.DRAIN_MAX_SECONDS:
                 services.job_sweep_queued(older_than_seconds=0, limit=settings.BATCH_MAX_SIZE)
                 return done
@@ -128,8 +158,31 @@ class Processor:
             )
             if not batch.jobs:
                 return done
-            done += self.run_batch(batch)
+            self.current_batch = batch
+            try:
+                done += self.run_batch(batch)
+            except Exception as exc:
+                self._give_back(batch, exc)
+                raise
+            finally:
+                self.current_batch = None
+                if self._shutdown.is_set():
+                    self._exit()
         return done
+
+    def _give_back(self, batch: ClaimedBatch, exc: Exception) -> None:
+        """An error escaped the batch (database gone mid-store, a bug): requeue its jobs
+        with backoff, or leave them to lapse when even that fails; never keep them."""
+        logger.exception("event=batch_error batch_id=%s error=%r", batch.batch_id, exc)
+        try:
+            services.job_retry_later(
+                job_ids=batch.job_ids,
+                claim_token=batch.claim_token,
+                code="worker_error",
+                message=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        except Exception:  # noqa: BLE001 - database gone too: the lease lapses and the reaper requeues
+            logger.warning("event=give_back_failed batch_id=%s (leases will lapse)", batch.batch_id)
 
     def _wait_for_batch(self) -> None:
         """Give a partial batch up to BATCH_MAX_WAIT_MS to fill."""

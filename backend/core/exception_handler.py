@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -37,6 +38,14 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     if isinstance(exc, ApplicationError):
         return Response(
             error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers
+        )
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or restarting: nothing was stored; the client can retry.
+        logger.warning("event=database_unavailable error=%r", exc)
+        return Response(
+            error_body("database_unavailable", "The database is unavailable; retry shortly."),
+            status=503,
+            headers={"Retry-After": "2"},
         )
     if isinstance(exc, Http404):
         exc = drf.NotFound()

@@ -350,9 +350,13 @@ def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: s
 # --- leases, reaper, sweeper ------------------------------------------------------------
 
 
-def job_renew_leases(*, worker_id: str) -> int:
-    """Extend the leases of the jobs this worker holds (called from its heartbeat)."""
-    return Job.objects.filter(status=JobStatus.IN_PROGRESS, claimed_by=worker_id).update(
+def job_renew_leases(*, claim_token: uuid.UUID) -> int:
+    """Extend the leases of the batch a worker is running (called from its heartbeat).
+
+    Only the batch in hand: jobs a worker claimed and then lost track of (an
+    error escaped the batch) must lapse, so the reaper gives them to someone.
+    """
+    return Job.objects.filter(status=JobStatus.IN_PROGRESS, claim_token=claim_token).update(
         lease_expires_at=timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
     )
 

@@ -137,7 +137,7 @@ IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
 # --- Batching ---
 BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=8)
 BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=20)
-LEASE_SECONDS = env.int("CXRQ_LEASE_SECONDS", default=60)
+LEASE_SECONDS = env.float("CXRQ_LEASE_SECONDS", default=60.0)
 # --- Reliability (docs/reliability.md) ---
 MAX_ATTEMPTS = env.int("CXRQ_MAX_ATTEMPTS", default=3)
 RETRY_BACKOFF_SECONDS = env.float("CXRQ_RETRY_BACKOFF_SECONDS", default=2.0)
@@ -147,8 +147,13 @@ BATCH_TIME_LIMIT_SECONDS = env.int("CXRQ_BATCH_TIME_LIMIT_SECONDS", default=120)
 MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
 QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("CXRQ_QUEUE_FULL_RETRY_AFTER_SECONDS", default=5)
 UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
-WORKER_HEARTBEAT_SECONDS = env.int("CXRQ_WORKER_HEARTBEAT_SECONDS", default=5)
-WORKER_LIVE_SECONDS = env.int("CXRQ_WORKER_LIVE_SECONDS", default=30)
+# Test-only stand-in for the model (worker/runtime/fake.py); production refuses it.
+MODEL_FAKE = env.bool("CXRQ_MODEL_FAKE", default=False)
+FAKE_BATCH_MS = env.float("CXRQ_FAKE_BATCH_MS", default=5.0)
+FAKE_IMAGE_MS = env.float("CXRQ_FAKE_IMAGE_MS", default=1.0)
+FAKE_POISON = env.str("CXRQ_FAKE_POISON", default="")
+WORKER_HEARTBEAT_SECONDS = env.float("CXRQ_WORKER_HEARTBEAT_SECONDS", default=5.0)
+WORKER_LIVE_SECONDS = env.float("CXRQ_WORKER_LIVE_SECONDS", default=30.0)
 
 # --- Model ---
 # Path to the official densenet121-res224-all weights. Empty: look in

@@ -21,6 +21,9 @@ if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("production needs CELERY_BROKER_URL pointing at Redis")
 
 MODEL_ALLOW_FALLBACK = False
+if env.bool("CXRQ_MODEL_FAKE", default=False):
+    raise ImproperlyConfigured("CXRQ_MODEL_FAKE is for tests only")
+MODEL_FAKE = False
 # The web process checks that weights are configured (worker.model_identity);
 # the worker verifies their sha256 before unpickling and refuses to start otherwise.
 from worker.model_identity import require_official_weights  # noqa: E402

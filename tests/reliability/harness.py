@@ -1,0 +1,364 @@
+"""Real processes for fault tests: private Redis/PostgreSQL instances, a gunicorn web, Celery workers.
+
+Tests that stop, restart or flush a service start their own instance on a
+free port and never touch the shared ones. Tests on the shared PostgreSQL get
+a database of their own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _port_open(self.port), 10, what="redis")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def flushall(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
+
+
+class PrivatePostgres:
+    """initdb + pg_ctl on a free port, run as the postgres user (initdb refuses root)."""
+
+    def __init__(self, workdir: Path):
+        import tempfile
+
+        # Its own directory outside pytest's (0700, root-only) tmp tree: the server runs as postgres.
+        workdir = Path(tempfile.mkdtemp(prefix="cxrq-pg-"))
+        workdir.chmod(0o755)
+        self.workdir = workdir
+        self.port = free_port()
+        self.datadir = workdir / "pgdata"
+        self.sockdir = workdir / "pgsock"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/cxrq"
+
+    def _as_postgres(self, *cmd: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        for d in (self.datadir, self.sockdir):
+            d.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(d, "postgres", "postgres")
+        if os.geteuid() == 0:
+            shutil.chown(self.datadir.parent, "postgres", "postgres")
+        self._as_postgres("initdb", "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+        self._as_postgres("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "cxrq")
+
+    def start(self) -> None:
+        self._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-w",
+            "-l",
+            str(self.datadir / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class SharedPostgresDatabase:
+    """A database of this test's own on the shared server."""
+
+    def __init__(self):
+        self.name = f"cxrq_rel_{uuid.uuid4().hex[:10]}"
+        self.url = f"postgres://postgres@127.0.0.1:5432/{self.name}"
+
+    def _psql(self, sql: str) -> None:
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
+            check=True,
+            capture_output=True,
+        )
+
+    def create(self) -> None:
+        self._psql(f"CREATE DATABASE {self.name}")
+
+    def drop(self) -> None:
+        self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class Stack:
+    """Web (gunicorn) and workers as subprocesses, on the given database and broker."""
+
+    def __init__(self, workdir: Path, database_url: str, broker_url: str, **env: str):
+        self.workdir = workdir
+        self.env = os.environ.copy()
+        self.env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "backend.settings.test",
+                "DATABASE_URL": database_url,
+                "CELERY_BROKER_URL": broker_url,
+                "CXRQ_QUEUE": f"cxrq-rel-{uuid.uuid4().hex[:8]}",
+                "CXRQ_MEDIA_ROOT": str(workdir / "media"),
+                "CXRQ_TEST_RUN_DIR": str(workdir / "run"),
+                "CXRQ_MODEL_FAKE": "1",
+                "CXRQ_WORKER_HEARTBEAT_SECONDS": "0.5",
+                "CXRQ_WORKER_LIVE_SECONDS": "5",
+                "CXRQ_LEASE_SECONDS": "3",
+                "CXRQ_SWEEP_AFTER_SECONDS": "2",
+                "CXRQ_RETRY_BACKOFF_SECONDS": "0.2",
+                "CXRQ_BATCH_MAX_WAIT_MS": "20",
+                "PYTHONUNBUFFERED": "1",
+                "DATABASE_CONN_MAX_AGE": "0",
+            }
+        )
+        self.env.update(env)
+        (workdir / "run").mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.web_url = ""
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and out.returncode:
+            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr[-3000:]}")
+        return out
+
+    def migrate(self) -> None:
+        self.manage("migrate", "--noinput")
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = self.workdir / f"{name}-{len(self.logs)}.log"
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        proc.log_path = log  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def start_web(self, threads: int = 8, workers: int = 1) -> str:
+        port = free_port()
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "backend.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+            ],
+            self.env,
+        )
+        self.web_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _port_open(port), 30, what="web")
+        return self.web_url
+
+    def start_worker(self, name: str = "worker", **env: str) -> subprocess.Popen:
+        proc = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            self.env | env,
+        )
+        wait_for(
+            lambda: b"ready" in Path(proc.log_path).read_bytes() or proc.poll() is not None,
+            60,
+            what=f"{name} ready",
+        )
+        assert proc.poll() is None, Path(proc.log_path).read_text()[-3000:]
+        return proc
+
+    @staticmethod
+    def log_of(proc: subprocess.Popen) -> str:
+        return Path(proc.log_path).read_text(errors="replace")
+
+    @staticmethod
+    def child_pids(proc: subprocess.Popen) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+
+    def signal(self, proc: subprocess.Popen, sig: int, group: bool = True) -> None:
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+
+    def all_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def upload(self, data: bytes, name: str = "x.png", **headers: str) -> requests.Response:
+        return requests.post(
+            f"{self.web_url}/api/v1/jobs", files={"image": (name, data)}, headers=headers, timeout=30
+        )
+
+    def job(self, job_id: str) -> dict:
+        return requests.get(f"{self.web_url}/api/v1/jobs/{job_id}", timeout=10).json()
+
+    def wait_terminal(self, job_ids: list[str], timeout: float) -> dict[str, dict]:
+        pending = set(job_ids)
+        done: dict[str, dict] = {}
+
+        def check() -> bool:
+            for job_id in list(pending):
+                try:
+                    body = self.job(job_id)
+                except (requests.RequestException, ValueError):
+                    return False
+                if body.get("status") in ("succeeded", "failed"):
+                    done[job_id] = body
+                    pending.discard(job_id)
+            return not pending
+
+        try:
+            wait_for(check, timeout, interval=0.3, what=f"{len(pending)} jobs to finish")
+        except TimeoutError as exc:
+            tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in self.logs)
+            raise TimeoutError(
+                f"{exc}; statuses={dict(Counter(self.job(i)['status'] for i in pending))}\n{tails}"
+            ) from None
+        return done
+
+    def check_invariants(self) -> dict:
+        out = self.manage("jobs_check", check=False)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return report
+
+    def completions(self) -> list[str]:
+        """Job ids whose inference completed and was stored, from every worker log."""
+        ids = []
+        for line in self.all_logs().splitlines():
+            if "event=batch_done" in line and "stored=" in line:
+                stored = int(line.split("stored=")[1].split()[0])
+                batch = line.split("job_ids=")[1].split()[0].split(",")
+                if stored == len(batch):
+                    ids += batch
+                else:  # some results were dropped: count the stored ones from the DB instead
+                    ids += [f"partial:{i}" for i in batch]
+        return ids
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(20)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)

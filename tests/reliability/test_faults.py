@@ -1,0 +1,348 @@
+"""Faults with real processes: killed, frozen and terminated workers, poison images,
+broker and database restarts, overload. After each, the invariant checker must be clean.
+
+Workers run the fast fake model (worker/runtime/fake.py): the real pipeline around
+the forward pass (claim, decode, preprocess, store) with a configurable batch cost.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import png_bytes
+from tests.reliability.harness import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def white_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (128, 128), 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload_many(stack, n: int, start: int = 0) -> list[str]:
+    ids = []
+    for i in range(start, start + n):
+        r = stack.upload(png_bytes(size=(128, 128), seed=i))
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def count_status(stack, status: str) -> int:
+    return requests.get(f"{stack.web_url}/api/v1/jobs", params={"status": status}, timeout=10).json()["count"]
+
+
+def assert_all_succeeded_once(stack, ids: list[str], timeout: float = 60) -> dict[str, dict]:
+    done = stack.wait_terminal(ids, timeout)
+    statuses = Counter(j["status"] for j in done.values())
+    assert statuses == {"succeeded": len(ids)}, statuses
+    assert all(len(j["result"]["probabilities"]) == 18 for j in done.values())
+    assert "event=results_dropped" not in stack.all_logs()  # nothing was inferred twice to completion
+    report = stack.check_invariants()
+    assert report["counts"]["results"] == report["counts"]["succeeded"]
+    return done
+
+
+def test_sigkill_mid_batch_another_worker_takes_over(make_stack, shared_database, private_redis):
+    stack = make_stack(
+        shared_database.url, private_redis.url, CXRQ_BATCH_MAX_SIZE="16", CXRQ_BATCH_MAX_WAIT_MS="3000"
+    )
+    stack.start_web()
+    doomed = stack.start_worker("doomed", CXRQ_FAKE_BATCH_MS="30000")
+    ids = upload_many(stack, 16)
+    wait_for(lambda: count_status(stack, "in_progress") == 16, 30, what="a batch of 16 in progress")
+
+    stack.signal(doomed, signal.SIGKILL)
+    doomed.wait(10)
+    stack.start_worker("rescuer", CXRQ_FAKE_BATCH_MS="20", CXRQ_BATCH_MAX_WAIT_MS="0")
+    done = assert_all_succeeded_once(stack, ids)
+    assert {j["attempts"] for j in done.values()} == {2}
+
+
+def test_frozen_worker_cannot_store_late_results(make_stack, shared_database, private_redis):
+    stack = make_stack(shared_database.url, private_redis.url, CXRQ_BATCH_MAX_WAIT_MS="1000")
+    stack.start_web()
+    frozen = stack.start_worker("frozen", CXRQ_FAKE_BATCH_MS="4000")
+    ids = upload_many(stack, 4)
+    wait_for(lambda: count_status(stack, "in_progress") == 4, 30, what="batch in progress")
+
+    stack.signal(frozen, signal.SIGSTOP)
+    rescuer = stack.start_worker("rescuer", CXRQ_FAKE_BATCH_MS="20")
+    done = stack.wait_terminal(ids, 60)
+    assert {j["status"] for j in done.values()} == {"succeeded"}
+    rescuer_workers = {j["result"]["timings"]["worker_id"] for j in done.values()}
+
+    stack.signal(frozen, signal.SIGCONT)
+    wait_for(lambda: "event=results_dropped" in stack.log_of(frozen), 30, what="the late worker to try")
+    after = {i: stack.job(i) for i in ids}
+    assert {j["result"]["timings"]["worker_id"] for j in after.values()} == rescuer_workers
+    assert all(after[i]["result"] == done[i]["result"] for i in ids)  # nothing overwritten
+    assert "reason=claim_lost" in stack.log_of(frozen)
+    stack.check_invariants()
+    assert rescuer.poll() is None
+
+
+def test_poison_image_fails_alone_after_max_attempts(make_stack, shared_database, private_redis):
+    stack = make_stack(
+        shared_database.url,
+        private_redis.url,
+        CXRQ_FAKE_POISON="crash",
+        CXRQ_BATCH_MAX_WAIT_MS="1500",
+        CXRQ_MAX_ATTEMPTS="3",
+    )
+    stack.start_web()
+    stack.start_worker()
+    good = upload_many(stack, 5)
+    poison = stack.upload(white_png(), "poison.png").json()["id"]
+
+    done = stack.wait_terminal([*good, poison], 120)
+    assert done[poison]["status"] == "failed"
+    assert done[poison]["attempts"] == 3
+    assert done[poison]["error"]["code"] == "max_attempts_exceeded"
+    assert {done[i]["status"] for i in good} == {"succeeded"}
+    assert max(done[i]["attempts"] for i in good) == 2  # killed once with the poison, then alone
+    stack.check_invariants()
+
+
+def test_broker_flush_restart_and_outage_lose_nothing(make_stack, shared_database, private_redis):
+    stack = make_stack(
+        shared_database.url, private_redis.url, CXRQ_BATCH_MAX_SIZE="4", CXRQ_BATCH_MAX_WAIT_MS="0"
+    )
+    stack.start_web()
+    stack.start_worker(CXRQ_FAKE_BATCH_MS="400")
+    ids = upload_many(stack, 24)
+
+    private_redis.flushall()  # queued wake-ups vanish
+    private_redis.restart(down_seconds=1)
+    ids += upload_many(stack, 4, start=100)
+
+    private_redis.stop()  # broker down: uploads still accepted, reads and cache hits still served
+    started = time.monotonic()
+    during = upload_many(stack, 6, start=200)
+    upload_seconds = time.monotonic() - started
+    assert stack.job(ids[0])["id"] == ids[0]
+    health = requests.get(f"{stack.web_url}/api/v1/health", timeout=10)
+    assert health.status_code == 200
+    assert "broker_unavailable" in health.json()["reasons"]
+    assert requests.get(f"{stack.web_url}/api/v1/health?strict=1", timeout=10).status_code == 503
+    private_redis.start()
+
+    assert_all_succeeded_once(stack, ids + during, timeout=120)
+    assert upload_seconds < 6 * 1.5, upload_seconds  # the circuit breaker keeps uploads fast
+
+
+def test_postgres_restart_under_load_recovers_without_help(make_stack, private_postgres, private_redis):
+    stack = make_stack(private_postgres.url, private_redis.url, CXRQ_BATCH_MAX_WAIT_MS="50")
+    stack.start_web()
+    stack.start_worker(CXRQ_FAKE_BATCH_MS="100")
+    accepted: list[str] = []
+    statuses: Counter = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 1000
+        while not stop.is_set():
+            try:
+                r = stack.upload(png_bytes(size=(128, 128), seed=i))
+                statuses[r.status_code] += 1
+                if r.status_code == 202:
+                    accepted.append(r.json()["id"])
+            except requests.RequestException:
+                statuses["connection_error"] += 1
+            i += 1
+            time.sleep(0.05)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(3)
+    private_postgres.restart(down_seconds=2)
+    time.sleep(4)
+    stop.set()
+    loader.join(30)
+
+    assert set(statuses) <= {202, 503}, statuses  # a database outage is a 503, never a 500
+    assert statuses[202] > 20
+    wait_for(
+        lambda: requests.get(f"{stack.web_url}/api/v1/health", timeout=5).status_code == 200,
+        30,
+        what="web healthy again",
+    )
+    assert_all_succeeded_once(stack, accepted, timeout=120)
+
+
+@pytest.mark.parametrize("target", ["main process", "process group"])
+def test_sigterm_during_a_batch_finishes_it(make_stack, shared_database, private_redis, target):
+    stack = make_stack(shared_database.url, private_redis.url, CXRQ_BATCH_MAX_WAIT_MS="500")
+    stack.start_web()
+    worker = stack.start_worker(CXRQ_FAKE_BATCH_MS="3000")
+    ids = upload_many(stack, 4)
+    wait_for(lambda: count_status(stack, "in_progress") == 4, 30, what="batch in progress")
+
+    stack.signal(worker, signal.SIGTERM, group=(target == "process group"))
+    worker.wait(60)
+    statuses = Counter(stack.job(i)["status"] for i in ids)
+    assert statuses["in_progress"] == 0, statuses  # finished or returned to the queue, never stranded
+    assert set(statuses) <= {"succeeded", "queued"}
+    stack.start_worker(CXRQ_FAKE_BATCH_MS="20")
+    assert_all_succeeded_once(stack, ids)
+
+
+def test_four_workers_two_thousand_jobs_each_exactly_once(make_stack, shared_database, private_redis):
+    stack = make_stack(
+        shared_database.url,
+        private_redis.url,
+        CXRQ_BATCH_MAX_SIZE="8",
+        CXRQ_BATCH_MAX_WAIT_MS="0",
+        CXRQ_FAKE_BATCH_MS="2",
+        CXRQ_FAKE_IMAGE_MS="0",
+    )
+    seeded = stack.manage("shell", "-c", SEED_JOBS.replace("__N__", "2000"))
+    assert "seeded 2000" in seeded.stdout, seeded.stdout + seeded.stderr
+    workers = [stack.start_worker(f"w{i}") for i in range(4)]
+
+    wait_for(
+        lambda: '"succeeded": 2000' in stack.manage("jobs_check", check=False).stdout,
+        300,
+        interval=2,
+        what="2000 jobs to succeed",
+    )
+    report = stack.check_invariants()
+    assert report["counts"]["results"] == 2000
+    per_worker = []
+    for w in workers:
+        ids = [
+            i
+            for line in stack.log_of(w).splitlines()
+            if "event=batch_done" in line
+            for i in line.split("job_ids=")[1].split()[0].split(",")
+        ]
+        per_worker.append(ids)
+    all_ids = [i for ids in per_worker for i in ids]
+    twice = [i for i, n in Counter(all_ids).items() if n > 1]
+    assert not twice, [line for line in stack.all_logs().splitlines() if twice[0] in line or "lease" in line][
+        :20
+    ]
+    assert len(all_ids) == len(set(all_ids)) == 2000  # no job claimed twice
+    assert sum(1 for ids in per_worker if ids) >= 3  # the work really was shared
+    assert "event=results_dropped" not in stack.all_logs()
+    attempts = stack.manage("shell", "-c", ATTEMPTS).stdout.split("ATTEMPTS=")[1].strip()
+    assert attempts == "{1: 2000}", attempts
+
+
+SEED_JOBS = """
+import io
+from PIL import Image
+from django.core.files.uploadedfile import SimpleUploadedFile
+from backend.jobs import services
+base = Image.linear_gradient("L").resize((96, 96))
+for i in range(__N__):
+    img = base.copy()
+    img.putpixel((i % 96, (i // 96) % 96), 255)
+    img.putpixel(((i // 9216) % 96, 0), 0)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    services.job_create(upload=SimpleUploadedFile(f"{i}.png", buf.getvalue()))
+print("seeded", __N__)
+"""
+
+ATTEMPTS = """
+from collections import Counter
+from backend.jobs.models import Job
+print("ATTEMPTS=", dict(Counter(Job.objects.values_list("attempts", flat=True))))
+"""
+
+
+def _concurrently(n: int, fn) -> list:
+    barrier = threading.Barrier(n)
+    out: list = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        out[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_fifty_concurrent_identical_uploads_and_idempotency_keys(make_stack, shared_database, private_redis):
+    stack = make_stack(shared_database.url, private_redis.url, CXRQ_BATCH_MAX_WAIT_MS="200")
+    stack.start_web(threads=16, workers=2)
+    stack.start_worker(CXRQ_FAKE_BATCH_MS="20")
+
+    same = png_bytes(size=(128, 128), seed=4242)
+    responses = _concurrently(50, lambda i: stack.upload(same))
+    assert {r.status_code for r in responses} <= {200, 202}
+    assert len({r.json()["id"] for r in responses}) == 1
+
+    keyed = png_bytes(size=(128, 128), seed=4343)
+    responses = _concurrently(50, lambda i: stack.upload(keyed, **{"Idempotency-Key": "order-17"}))
+    assert {r.status_code for r in responses} <= {200, 202}, [
+        r.text for r in responses if r.status_code >= 300
+    ]
+    keyed_ids = {r.json()["id"] for r in responses}
+    assert len(keyed_ids) == 1
+
+    other = stack.upload(png_bytes(size=(128, 128), seed=4444), **{"Idempotency-Key": "order-17"})
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+    ids = [responses[0].json()["id"], *keyed_ids]
+    assert_all_succeeded_once(stack, list(dict.fromkeys(ids)))
+    assert stack.check_invariants()["counts"]["succeeded"] == 2  # one job, one inference, each
+
+
+def test_overload_at_twice_capacity_only_sheds_cleanly(make_stack, shared_database, private_redis):
+    # Capacity: batches of 4 at ~200 ms -> ~20 jobs/s. Offer ~40/s for 6 s against a queue cap of 30.
+    stack = make_stack(
+        shared_database.url,
+        private_redis.url,
+        CXRQ_BATCH_MAX_SIZE="4",
+        CXRQ_BATCH_MAX_WAIT_MS="0",
+        CXRQ_FAKE_BATCH_MS="200",
+        CXRQ_FAKE_IMAGE_MS="0",
+        CXRQ_MAX_QUEUE_DEPTH="30",
+        CXRQ_UPLOAD_RATE="1200/min",
+    )
+    stack.start_web(threads=16, workers=2)
+    stack.start_worker()
+    statuses: Counter = Counter()
+    accepted: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 6
+
+    def client(k: int) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            r = stack.upload(png_bytes(size=(128, 128), seed=10_000 * (k + 1) + i))
+            with lock:
+                statuses[r.status_code] += 1
+                if r.status_code in (503, 429):
+                    assert int(r.headers["Retry-After"]) >= 1
+                if r.status_code == 202:
+                    accepted.append(r.json()["id"])
+            i += 1
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert set(statuses) <= {200, 202, 503, 429}, statuses
+    assert statuses[503] > 0, statuses  # it did shed load
+    assert_all_succeeded_once(stack, accepted, timeout=120)

@@ -1,0 +1,91 @@
+"""A fast, deterministic stand-in for the model, for reliability and load tests only.
+
+It keeps the real pipeline around the forward pass (claim, decode, preprocess,
+store) and replaces DenseNet121 with arithmetic on the preprocessed image,
+plus a configurable cost per batch. It can also play a poison image: an
+all-white input (every pixel at +1024 after normalisation) crashes the
+process, hangs it, or raises, as CXRQ_FAKE_POISON says. Production settings
+refuse it (CXRQ_MODEL_FAKE).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worker.model_identity import (
+    MODEL_NAME,
+    PREPROCESS_VERSION,
+    model_version_for,
+    weights_spec_from_settings,
+)
+
+LABELS = [f"label_{i:02d}" for i in range(18)]
+
+
+class FakeBackend:
+    name = "fake"
+    precision = "fp32"
+
+    def __init__(self, *, batch_ms: float, image_ms: float, poison: str):
+        self.batch_ms, self.image_ms, self.poison = batch_ms, image_ms, poison
+        rng = np.random.default_rng(0)
+        self.weights = rng.normal(size=(16, len(LABELS))).astype(np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.poison and bool((batch.reshape(len(batch), -1).min(axis=1) >= 1023.0).any()):
+            if self.poison == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.poison == "hang":
+                time.sleep(3600)
+            raise RuntimeError("poison image")
+        time.sleep((self.batch_ms + self.image_ms * len(batch)) / 1000)
+        # 4x4 block means -> a fixed projection -> sigmoid: deterministic, image-dependent.
+        n = len(batch)
+        blocks = batch[:, 0, :224, :224].reshape(n, 4, 56, 4, 56).mean(axis=(2, 4)).reshape(n, 16) / 1024
+        return 1 / (1 + np.exp(-(blocks @ self.weights)))
+
+
+@dataclass
+class FakeRuntime:
+    backend: FakeBackend
+    model_version: str
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    weights: str = "untrained"
+    weights_sha256: str = "fake"
+    load_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "model": MODEL_NAME,
+            "model_version": self.model_version,
+            "labels": self.labels,
+            "weights": "untrained",
+            "weights_sha256": "untrained",
+            "preprocessing": PREPROCESS_VERSION,
+            "backend": self.backend.name,
+            "precision": self.backend.precision,
+        }
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.backend.predict(batch)
+
+    def warm_up(self, batch_size: int) -> None:
+        return None
+
+
+def load_fake_runtime() -> FakeRuntime:
+    from django.conf import settings
+
+    return FakeRuntime(
+        backend=FakeBackend(
+            batch_ms=settings.FAKE_BATCH_MS, image_ms=settings.FAKE_IMAGE_MS, poison=settings.FAKE_POISON
+        ),
+        model_version=model_version_for(weights_spec_from_settings()),
+    )
