@@ -7,7 +7,8 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from backend.jobs.models import Job, JobResult, WorkerHeartbeat
+from backend.jobs import selectors, services
+from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 
 
 class JobResultInline(admin.StackedInline):
@@ -69,11 +70,31 @@ class JobAdmin(admin.ModelAdmin):
             return queryset.filter(sha256__startswith=term.lower()) if term else queryset, False
         return queryset.filter(id=term), False
 
+    actions = ("requeue_selected", "fail_selected")
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "queue_state": selectors.queue_state()}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    @admin.action(description="Requeue selected jobs (stuck, queued or failed)")
+    def requeue_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        done = services.job_requeue(
+            job_ids=ids, statuses=(JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FAILED)
+        )
+        self.message_user(request, f"Requeued {len(done)} of {len(ids)} jobs.")
+
+    @admin.action(description="Fail selected jobs (queued or stuck)")
+    def fail_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        n = services.job_fail_by_operator(job_ids=ids, reason=f"failed by {request.user} in the admin")
+        self.message_user(request, f"Failed {n} of {len(ids)} jobs.")
 
     @admin.display(description="sha256", ordering="sha256")
     def sha256_prefix(self, obj: Job) -> str:

@@ -52,3 +52,23 @@ def live_workers() -> QuerySet[WorkerHeartbeat]:
 
 def queue_depth() -> int:
     return Job.objects.filter(status=JobStatus.QUEUED).count()
+
+
+def queue_state() -> dict:
+    """What an operator needs at a glance: counts per status, the oldest queued job's age,
+    expired leases waiting for the reaper, live workers."""
+    now = timezone.now()
+    counts = [(s.label, Job.objects.filter(status=s.value).count()) for s in JobStatus]
+    oldest = (
+        Job.objects.filter(status=JobStatus.QUEUED)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return {
+        "counts": counts,
+        "oldest_queued_age": f"{(now - oldest).total_seconds():.0f} s" if oldest else None,
+        "expired_leases": Job.objects.filter(status=JobStatus.IN_PROGRESS, lease_expires_at__lt=now).count(),
+        "live_workers": live_workers().count(),
+        "max_queue_depth": settings.MAX_QUEUE_DEPTH,
+    }

@@ -1,0 +1,53 @@
+"""The Django admin: job list with queue state, filters, search, read-only results, operator actions."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from backend.jobs.models import Job, JobStatus
+from tests.conftest import png_bytes, post_image
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    user = get_user_model().objects.create_superuser("admin", "a@example.org", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+def test_job_list_shows_queue_state_and_searches(admin_client, api, processor, settings):
+    settings.BATCH_MAX_WAIT_MS = 0
+    done = post_image(api, png_bytes(seed=1)).json()
+    processor.drain()
+    queued = post_image(api, png_bytes(seed=2)).json()
+
+    page = admin_client.get("/admin/jobs/job/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Queue" in html and "live workers" in html
+    assert done["sha256"][:12] in html and queued["sha256"][:12] in html
+
+    by_sha = admin_client.get("/admin/jobs/job/", {"q": done["sha256"][:20]}).content.decode()
+    assert done["id"] in by_sha and queued["id"] not in by_sha
+    by_id = admin_client.get("/admin/jobs/job/", {"q": queued["id"]}).content.decode()
+    assert queued["id"] in by_id and done["id"] not in by_id
+    filtered = admin_client.get("/admin/jobs/job/", {"status__exact": "SUCCEEDED"}).content.decode()
+    assert done["id"] in filtered and queued["id"] not in filtered
+
+    detail = admin_client.get(f"/admin/jobs/job/{done['id']}/change/").content.decode()
+    assert "Atelectasis" in detail  # the result, read-only
+    assert admin_client.get("/admin/jobs/job/add/").status_code == 403
+
+
+def test_admin_actions_requeue_and_fail(admin_client, api):
+    ids = [post_image(api, png_bytes(seed=s)).json()["id"] for s in (5, 6)]
+    response = admin_client.post(
+        "/admin/jobs/job/", {"action": "fail_selected", "_selected_action": ids[:1]}, follow=True
+    )
+    assert response.status_code == 200
+    assert Job.objects.get(id=ids[0]).status == JobStatus.FAILED
+    admin_client.post("/admin/jobs/job/", {"action": "requeue_selected", "_selected_action": ids[:1]})
+    assert Job.objects.get(id=ids[0]).status == JobStatus.QUEUED
