@@ -31,5 +31,10 @@ lint: install
 	$(VENV)/bin/ruff check backend worker tests loadtest
 	$(VENV)/bin/ruff format --check backend worker tests loadtest
 
+# The load test: reference and cxrq, 10 and 20 users, 120 s each, plus the step test.
+LOADTEST_ARGS ?= --step
+loadtest: install
+	$(PY) loadtest/run $(LOADTEST_ARGS)
+
 clean:
 	rm -rf var .pytest_cache

@@ -11,10 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -22,31 +19,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+from loadtest.stack import ProcessStack, free_port, port_open, wait_for
 
 
 class PrivateRedis:
@@ -74,7 +47,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: _port_open(self.port), 10, what="redis")
+        wait_for(lambda: port_open(self.port), 10, what="redis")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -168,13 +141,12 @@ class SharedPostgresDatabase:
         self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
-class Stack:
-    """Web (gunicorn) and workers as subprocesses, on the given database and broker."""
+class Stack(ProcessStack):
+    """The stack on the given database and broker, with the fast fake model and short timers."""
 
     def __init__(self, workdir: Path, database_url: str, broker_url: str, **env: str):
-        self.workdir = workdir
-        self.env = os.environ.copy()
-        self.env.update(
+        super().__init__(
+            workdir,
             {
                 "DJANGO_SETTINGS_MODULE": "backend.settings.test",
                 "DATABASE_URL": database_url,
@@ -189,117 +161,17 @@ class Stack:
                 "CXRQ_SWEEP_AFTER_SECONDS": "2",
                 "CXRQ_RETRY_BACKOFF_SECONDS": "0.2",
                 "CXRQ_BATCH_MAX_WAIT_MS": "20",
-                "PYTHONUNBUFFERED": "1",
                 "DATABASE_CONN_MAX_AGE": "0",
             }
+            | env,
         )
-        self.env.update(env)
         (workdir / "run").mkdir(parents=True, exist_ok=True)
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[Path] = []
-        self.web_url = ""
-
-    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        out = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and out.returncode:
-            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr[-3000:]}")
-        return out
-
-    def migrate(self) -> None:
-        self.manage("migrate", "--noinput")
-
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = self.workdir / f"{name}-{len(self.logs)}.log"
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=open(log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        proc.log_path = log  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
 
     def start_web(self, threads: int = 8, workers: int = 1) -> str:
-        port = free_port()
-        self._spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "backend.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--timeout",
-                "60",
-            ],
-            self.env,
-        )
-        self.web_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _port_open(port), 30, what="web")
-        return self.web_url
+        return super().start_web(workers=workers, threads=threads)
 
     def start_worker(self, name: str = "worker", **env: str) -> subprocess.Popen:
-        proc = self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--loglevel=INFO",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            self.env | env,
-        )
-        wait_for(
-            lambda: b"ready" in Path(proc.log_path).read_bytes() or proc.poll() is not None,
-            60,
-            what=f"{name} ready",
-        )
-        assert proc.poll() is None, Path(proc.log_path).read_text()[-3000:]
-        return proc
-
-    @staticmethod
-    def log_of(proc: subprocess.Popen) -> str:
-        return Path(proc.log_path).read_text(errors="replace")
-
-    @staticmethod
-    def child_pids(proc: subprocess.Popen) -> list[int]:
-        import psutil
-
-        return [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-
-    def signal(self, proc: subprocess.Popen, sig: int, group: bool = True) -> None:
-        if group:
-            os.killpg(proc.pid, sig)
-        else:
-            os.kill(proc.pid, sig)
-
-    def all_logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+        return super().start_worker(name, ready_timeout=60, **env)
 
     def upload(self, data: bytes, name: str = "x.png", **headers: str) -> requests.Response:
         return requests.post(
@@ -351,14 +223,3 @@ class Stack:
                 else:  # some results were dropped: count the stored ones from the DB instead
                     ids += [f"partial:{i}" for i in batch]
         return ids
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(20)
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
