@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+from worker.command import celery_worker_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,21 +117,7 @@ class ProcessStack:
     ) -> subprocess.Popen:
         proc = self.spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            ],
+            celery_worker_argv(name=f"{name}-{uuid.uuid4().hex[:6]}", concurrency=concurrency),
             env,
         )
         log = Path(proc.log_path)

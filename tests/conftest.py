@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
+
+from worker.command import celery_worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "cxr"
@@ -34,6 +35,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_line(
         f"cxrq ran against database: {settings.TEST_DATABASE_SOURCE}; broker: {settings.TEST_BROKER_SOURCE}"
     )
+
+
+def poll_job(url: str, timeout: float = 120) -> dict:
+    """GET a job's URL every 100 ms until it is succeeded or failed."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = requests.get(url, timeout=5).json()
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(url)
 
 
 def sample_bytes(name: str) -> bytes:
@@ -122,21 +136,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
-            ],
+            celery_worker_argv(name=f"test-{os.getpid()}-{time.monotonic_ns()}", concurrency=concurrency),
             cwd=ROOT,
             env=_worker_env(extra_env),
             stdout=self._log,

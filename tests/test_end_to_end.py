@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 
 from backend.jobs.models import Job, JobResult
-from tests.conftest import PNG_JPEG_SAMPLES, sample_bytes
+from tests.conftest import PNG_JPEG_SAMPLES, poll_job, sample_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def poll(url: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = requests.get(url, timeout=5).json()
-        if body["status"] in ("succeeded", "failed"):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def test_uploads_reach_succeeded_through_a_real_worker(live_server, start_worker):
@@ -39,7 +27,7 @@ def test_uploads_reach_succeeded_through_a_real_worker(live_server, start_worker
         created.append(r.json())
 
     for job in created:
-        done = poll(job["url"])
+        done = poll_job(job["url"])
         assert done["status"] == "succeeded", done
         probs = done["result"]["probabilities"]
         assert len(probs) == 18
@@ -53,7 +41,7 @@ def test_uploads_reach_succeeded_through_a_real_worker(live_server, start_worker
     )
     assert again.status_code == 200
     assert again.json()["id"] == created[0]["id"]
-    assert again.json()["result"]["probabilities"] == poll(created[0]["url"])["result"]["probabilities"]
+    assert again.json()["result"]["probabilities"] == poll_job(created[0]["url"])["result"]["probabilities"]
     assert Job.objects.count() == len(PNG_JPEG_SAMPLES)
 
     health = requests.get(f"{api}/health", timeout=5).json()

@@ -3,29 +3,17 @@ and a real Celery worker process."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 from django.conf import settings
 
-from tests.conftest import DATA, sample_bytes
+from tests.conftest import DATA, poll_job, sample_bytes
 from tests.intake import factories as f
 from tests.intake import phi
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SAMPLES = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in (".png", ".jpg", ".dcm"))
-
-
-def poll(url: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = requests.get(url, timeout=5).json()
-        if body["status"] in ("succeeded", "failed"):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_server, start_worker):
@@ -47,7 +35,7 @@ def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_serv
         assert r.status_code == 202, (name, r.text)
         created[name] = r.json()
 
-    finished = {name: poll(job["url"]) for name, job in created.items()}
+    finished = {name: poll_job(job["url"]) for name, job in created.items()}
     for name, body in finished.items():
         assert body["status"] == "succeeded", (name, body)
         assert len(body["result"]["probabilities"]) == 18, name

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from worker.command import celery_worker_argv
 
 
 class Command(BaseCommand):
@@ -42,18 +43,7 @@ class Command(BaseCommand):
             )
         )
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--loglevel=INFO",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            celery_worker_argv(),
             env=os.environ.copy(),
         )
         try:

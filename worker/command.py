@@ -1,0 +1,26 @@
+"""The one command line that starts a Celery worker (make run, the load test, the tests)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def celery_worker_argv(*, name: str | None = None, concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+    """Prefork worker on the cxrq app. No gossip/mingle/broker heartbeat: workers report
+    to the database (WorkerHeartbeat), not to each other."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if name:
+        argv += ["-n", f"{name}@%h"]
+    return argv
