@@ -6,6 +6,12 @@ claiming batches until the queue is empty:
   wait (<= BATCH_MAX_WAIT_MS) for BATCH_MAX_SIZE jobs -> claim (SKIP LOCKED + one UPDATE)
   -> preprocess each job (a bad image fails alone) -> one forward pass
   -> postprocess -> store results + guarded SUCCEEDED update
+
+Preprocessing runs in a pool of CXRQ_PREPROCESS_WORKERS threads. Once a batch
+is preprocessed, the next one is claimed at once (no wait) and preprocessed
+in the pool while the model runs on the first, so the cores stay busy while
+jobs are queued. A batch claimed ahead is given back (services.job_release)
+if the worker stops before running it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from django.db import close_old_connections, connection
 
 from backend.jobs import services
 from backend.jobs.services import ClaimedBatch, InferenceOutcome
+from worker.runtime.prep_pool import Prepared, PreprocessPool
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,9 @@ class Processor:
         self._heartbeat: threading.Thread | None = None
         self.current_batch: ClaimedBatch | None = None  # whose leases the heartbeat renews
         self._shutdown = threading.Event()
+        self._pool: PreprocessPool | None = None
+        self._ahead: tuple[ClaimedBatch, Prepared] | None = None  # claimed, preprocessing
+        self._drain_deadline = 0.0
 
     # --- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -145,17 +155,18 @@ class Processor:
         self._install_sigterm_handler()
         logger.debug("event=wakeup worker_id=%s job_ids=%s", self.worker_id, ",".join(hint or []))
         started = time.monotonic()
+        self._drain_deadline = started + settings.DRAIN_MAX_SECONDS
         done = 0
         while not (self._stop.is_set() or self._shutdown.is_set()):
-            if time.monotonic() - started > settings.DRAIN_MAX_SECONDS:
+            # A batch claimed ahead is run first, even a little past the deadline.
+            if self._ahead is None and time.monotonic() > self._drain_deadline:
                 services.job_sweep_queued(older_than_seconds=0, limit=settings.BATCH_MAX_SIZE)
                 return done
-            self._wait_for_batch()
-            batch = services.job_claim_batch(
-                worker_id=self.worker_id,
-                model_version=self.runtime.model_version,
-                max_size=settings.BATCH_MAX_SIZE,
-            )
+            if self._ahead is None:
+                self._wait_for_batch()
+                batch = self._claim()
+            else:
+                batch = self._ahead[0]
             if not batch.jobs:
                 return done
             self.current_batch = batch
@@ -163,12 +174,23 @@ class Processor:
                 done += self.run_batch(batch)
             except Exception as exc:
                 self._give_back(batch, exc)
+                self._release_ahead()
                 raise
             finally:
                 self.current_batch = None
                 if self._shutdown.is_set():
+                    self._release_ahead()
                     self._exit()
+        self._release_ahead()
         return done
+
+    def _claim(self) -> ClaimedBatch:
+        assert self.runtime is not None
+        return services.job_claim_batch(
+            worker_id=self.worker_id,
+            model_version=self.runtime.model_version,
+            max_size=settings.BATCH_MAX_SIZE,
+        )
 
     def _give_back(self, batch: ClaimedBatch, exc: Exception) -> None:
         """An error escaped the batch (database gone mid-store, a bug): requeue its jobs
@@ -195,36 +217,89 @@ class Processor:
                 return
             time.sleep(min(poll, max(deadline - time.monotonic(), 0)))
 
+    # --- preprocessing pool and claim-ahead -----------------------------------
+    def _preprocess_pool(self) -> PreprocessPool:
+        if self._pool is None:
+            self._pool = PreprocessPool(settings.PREPROCESS_WORKERS)
+        return self._pool
+
+    def _start_preprocessing(self, batch: ClaimedBatch) -> Prepared:
+        from worker.runtime.preprocess import preprocess
+
+        # The runtime picks exact or fast preprocessing (fast mode); a stand-in may not say.
+        prep = getattr(self.runtime, "preprocess", preprocess)
+
+        def reader(job):
+            def read() -> bytes:
+                with job.upload.open("rb") as fh:
+                    return fh.read()
+
+            return read
+
+        return self._preprocess_pool().submit([(job, reader(job)) for job in batch.jobs], prep)
+
+    def _claim_ahead(self) -> None:
+        """Claim the next batch now and start preprocessing it beside this batch's inference."""
+        pool = self._preprocess_pool()
+        stopping = self._stop.is_set() or self._shutdown.is_set()
+        if not pool.overlaps or stopping or time.monotonic() > self._drain_deadline:
+            return
+        batch = self._claim()
+        if batch.jobs:
+            self._ahead = (batch, self._start_preprocessing(batch))
+
+    def _release_ahead(self) -> None:
+        """Give back a batch claimed ahead that this worker will not run (undoes the attempt)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            services.job_release(job_ids=ahead[0].job_ids, claim_token=ahead[0].claim_token)
+            logger.info("event=batch_released batch_id=%s size=%d", ahead[0].batch_id, len(ahead[0].jobs))
+
     def run_batch(self, batch: ClaimedBatch) -> int:
-        from worker.runtime.preprocess import PreprocessError, preprocess
+        from worker.runtime.preprocess import PreprocessError
 
         rt = self.runtime
         assert rt is not None
         t0 = time.perf_counter()
+        if self._ahead is not None and self._ahead[0] is batch:
+            prepared, self._ahead = self._ahead[1], None  # claimed ahead: its preprocessing has run
+        else:
+            self._release_ahead()
+            prepared = self._start_preprocessing(batch)
         inputs: list[np.ndarray] = []
         ok_jobs = []
         pre_ms: dict[uuid.UUID, float] = {}
-        for job in batch.jobs:
-            started = time.perf_counter()
-            try:
-                with job.upload.open("rb") as fh:
-                    data = fh.read()
-                inputs.append(preprocess(data))
+        for job, outcome in prepared.results():
+            pre_ms[job.id] = outcome.ms
+            if outcome.error is None:
+                assert outcome.array is not None
+                inputs.append(outcome.array)
                 ok_jobs.append(job)
-            except PreprocessError as exc:
-                self._fail(batch, job.id, exc.code, str(exc))
-            except OSError as exc:
+            elif isinstance(outcome.error, PreprocessError):
+                self._fail(batch, job.id, outcome.error.code, str(outcome.error))
+            elif isinstance(outcome.error, OSError):
+                exc = outcome.error
                 self._fail(batch, job.id, "upload_unreadable", f"{type(exc).__name__}: {exc}")
-            pre_ms[job.id] = _ms(time.perf_counter() - started)
+            else:
+                raise outcome.error
+        preprocessed = time.perf_counter()
+        self._claim_ahead()
         t1 = time.perf_counter()
         if not ok_jobs:
             return len(batch.jobs)
         try:
             probs = rt.predict(np.stack(inputs))
         except Exception as exc:
-            logger.exception("event=inference_failed batch_id=%s", batch.batch_id)
-            for job in ok_jobs:
-                self._fail(batch, job.id, "inference_failed", f"{type(exc).__name__}: {exc}")
+            # One image may have broken the whole forward pass: send them all back. Having
+            # been attempted, each is claimed alone next time, so only the culprit keeps
+            # failing, until MAX_ATTEMPTS.
+            logger.exception("event=inference_failed batch_id=%s size=%d", batch.batch_id, len(ok_jobs))
+            services.job_retry_later(
+                job_ids=[j.id for j in ok_jobs],
+                claim_token=batch.claim_token,
+                code="inference_failed",
+                message=f"{type(exc).__name__}: {exc}"[:500],
+            )
             return len(batch.jobs)
         t2 = time.perf_counter()
         provenance = rt.provenance()
@@ -255,7 +330,7 @@ class Processor:
             batch.batch_id,
             len(batch.jobs),
             len(stored),
-            _ms(t1 - t0),
+            _ms(preprocessed - t0),
             inference_ms,
             post_ms,
             _ms(time.perf_counter() - t3),

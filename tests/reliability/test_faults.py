@@ -346,3 +346,28 @@ def test_overload_at_twice_capacity_only_sheds_cleanly(make_stack, shared_databa
     assert set(statuses) <= {200, 202, 503, 429}, statuses
     assert statuses[503] > 0, statuses  # it did shed load
     assert_all_succeeded_once(stack, accepted, timeout=120)
+
+
+@pytest.mark.parametrize("poison", ["hang", "raise"])
+def test_poison_that_hangs_or_raises_fails_alone(make_stack, shared_database, private_redis, poison):
+    # A hang is cut by the batch time limit (soft, then hard); an exception by the batch itself.
+    stack = make_stack(
+        shared_database.url,
+        private_redis.url,
+        CXRQ_FAKE_POISON=poison,
+        CXRQ_BATCH_MAX_WAIT_MS="1500",
+        CXRQ_MAX_ATTEMPTS="3",
+        CXRQ_BATCH_TIME_LIMIT_SECONDS="2",
+        CXRQ_DRAIN_MAX_SECONDS="1",
+    )
+    stack.start_web()
+    stack.start_worker()
+    good = upload_many(stack, 4)
+    poison_id = stack.upload(white_png(), "poison.png").json()["id"]
+
+    done = stack.wait_terminal([*good, poison_id], 150)
+    assert done[poison_id]["status"] == "failed"
+    assert done[poison_id]["attempts"] == 3
+    assert done[poison_id]["error"]["code"] in ("inference_failed", "max_attempts_exceeded")
+    assert {done[i]["status"] for i in good} == {"succeeded"}
+    stack.check_invariants()

@@ -3,7 +3,7 @@
 It keeps the real pipeline around the forward pass (claim, decode, preprocess,
 store) and replaces DenseNet121 with arithmetic on the preprocessed image,
 plus a configurable cost per batch. It can also play a poison image: an
-all-white input (every pixel at +1024 after normalisation) crashes the
+all-white input (its centre at +1024 after normalisation) crashes the
 process, hangs it, or raises, as CXRQ_FAKE_POISON says. Production settings
 refuse it (CXRQ_MODEL_FAKE).
 """
@@ -38,7 +38,8 @@ class FakeBackend:
         self.weights = rng.normal(size=(16, len(LABELS))).astype(np.float32)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        if self.poison and bool((batch.reshape(len(batch), -1).min(axis=1) >= 1023.0).any()):
+        centre = batch[:, :, 96:128, 96:128].reshape(len(batch), -1)
+        if self.poison and bool((centre.min(axis=1) >= 1023.0).any()):
             if self.poison == "crash":
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.poison == "hang":
