@@ -197,3 +197,31 @@ DICOM_APPLY_VOI_LUT = env.bool("CXRQ_DICOM_APPLY_VOI_LUT", default=False)
 DICOM_ACCEPT_BURNED_IN_ANNOTATION = env.bool("CXRQ_DICOM_ACCEPT_BURNED_IN_ANNOTATION", default=False)
 # Upload file names often carry a patient's name or ID: stored only when this is on.
 STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False)
+
+# --- Inference engine (issue 5; docs/performance.md) -------------------------------
+# The tuner (`make tune`) writes the measured best BATCH_MAX_SIZE, BATCH_MAX_WAIT_MS,
+# threads, preprocessing workers, worker concurrency and backend for this machine to
+# CXRQ_TUNED_CONFIG; those become the defaults here. An environment variable still wins.
+import json as _json  # noqa: E402
+
+TUNED_CONFIG_PATH = Path(
+    env.str("CXRQ_TUNED_CONFIG", default=str(BASE_DIR / "worker" / "runtime" / "tuned.json"))
+)
+try:
+    _TUNED = _json.loads(TUNED_CONFIG_PATH.read_text())["config"] if TUNED_CONFIG_PATH.is_file() else {}
+except (ValueError, KeyError, OSError):
+    _TUNED = {}
+BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=_TUNED.get("batch_max_size", BATCH_MAX_SIZE))
+BATCH_MAX_WAIT_MS = env.int(
+    "CXRQ_BATCH_MAX_WAIT_MS", default=_TUNED.get("batch_max_wait_ms", BATCH_MAX_WAIT_MS)
+)
+TORCH_THREADS = env.int("CXRQ_TORCH_THREADS", default=_TUNED.get("threads", TORCH_THREADS))  # every backend's
+PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=_TUNED.get("preprocess_workers", 1))
+WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=_TUNED.get("worker_concurrency", 1))
+INFERENCE_BACKEND = env.str("CXRQ_BACKEND", default=_TUNED.get("backend", "onnxruntime"))
+INFERENCE_DEVICE = env.str("CXRQ_DEVICE", default="auto")  # auto: CUDA when torch sees a GPU
+# fp32, or fast: bf16 (CPU) / fp16 (CUDA) and reduced-scale JPEG decoding, kept only when the
+# guard measures max |dprob| <= CXRQ_FAST_MAX_ABS_DIFF on the calibration images at start.
+INFERENCE_PRECISION = env.str("CXRQ_PRECISION", default="fp32")
+FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
+FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)

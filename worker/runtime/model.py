@@ -1,16 +1,26 @@
 """Load the model once per worker process, warm it up, and describe it.
 
 `load_runtime()` is the only entry point: it resolves the weights from
-settings (official and verified, or the fallback where allowed), builds the
-configured backend and runs one warm-up batch before the worker takes work.
+settings (official and verified, or the fallback where allowed), exports them
+to ONNX on first start (cached by weights sha256, worker/runtime/export.py),
+builds the configured backend, runs the fast-mode guard when fast mode is
+asked for (worker/runtime/guard.py), and runs one warm-up batch before the
+worker takes work.
+
+Settings (docs/performance.md): CXRQ_BACKEND (onnxruntime | openvino | torch),
+CXRQ_DEVICE (auto | cpu | cuda), CXRQ_PRECISION (fp32 | fast),
+CXRQ_FAST_MAX_ABS_DIFF, CXRQ_FAST_PREPROCESS, CXRQ_TORCH_THREADS.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +33,25 @@ from worker.model_identity import (
     model_version_for,
     weights_spec_from_settings,
 )
-from worker.runtime import fallback, weights
-from worker.runtime.backends import Backend, TorchBackend
-from worker.runtime.preprocess import INPUT_SIZE
+from worker.runtime import export, fallback, guard, weights
+from worker.runtime.backends import (
+    BF16,
+    FP16,
+    FP32,
+    Backend,
+    Head,
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    TorchBackend,
+    op_threshs_of,
+)
+from worker.runtime.fast_preprocess import FAST_PREPROCESS_NAME, preprocess_fast
+from worker.runtime.preprocess import INPUT_SIZE, preprocess
 
 logger = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "openvino", "torch")
+PRECISIONS = ("fp32", "fast")
 
 
 @dataclass
@@ -39,11 +63,14 @@ class ModelRuntime:
     weights: str  # "official" or "untrained"
     load_ms: float
     extra: dict[str, Any] = field(default_factory=dict)
+    precision_requested: str = FP32
+    fast_preprocessing: bool = False
+    fast_guard: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
         import torchxrayvision as xrv
 
-        return {
+        prov = {
             "model": MODEL_NAME,
             "model_version": self.model_version,
             "labels": self.labels,
@@ -52,10 +79,24 @@ class ModelRuntime:
             "fallback_weights_sha256": self.weights_sha256 if self.weights == UNTRAINED else None,
             "torchxrayvision": xrv.__version__,
             "torch": torch.__version__,
-            "preprocessing": PREPROCESS_VERSION,
+            "preprocessing": self.preprocessing,
             "backend": self.backend.name,
             "precision": self.backend.precision,
+            "precision_requested": self.precision_requested,
         }
+        if self.fast_guard is not None:
+            prov["fast_guard"] = self.fast_guard
+        return prov
+
+    @property
+    def preprocessing(self) -> str:
+        return (
+            f"{PREPROCESS_VERSION}+{FAST_PREPROCESS_NAME}" if self.fast_preprocessing else PREPROCESS_VERSION
+        )
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Bytes -> model input, with the preprocessing this runtime's precision allows."""
+        return preprocess_fast(data) if self.fast_preprocessing else preprocess(data)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         out = self.backend.predict(batch)
@@ -73,39 +114,201 @@ def configure_threads(threads: int) -> int:
     return n
 
 
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CXRQ_DEVICE=cuda but torch sees no CUDA device")
+    return device
+
+
+@dataclass
+class _Loaded:
+    model: torch.nn.Module
+    sha256: str
+    kind: str
+
+
+def _load_weights() -> tuple[_Loaded, Any]:
+    from django.conf import settings
+
+    spec = weights_spec_from_settings()
+    if spec.is_official:
+        assert spec.path is not None
+        model = weights.load_official(spec.path, spec.sha256)
+        return _Loaded(model, spec.sha256, "official"), spec
+    model, sha = fallback.load_or_build(
+        cache_dir=settings.MODEL_CACHE_DIR, calibration_dir=settings.MODEL_CALIBRATION_DIR
+    )
+    logger.warning("event=untrained_model weights=untrained sha256=%s results_marked=untrained", sha)
+    return _Loaded(model, sha, UNTRAINED), spec
+
+
+class BackendFactory:
+    """Builds backends for one set of weights; exports to ONNX once, on first need."""
+
+    def __init__(self, loaded: _Loaded, *, threads: int, device: str, cache_dir: Path):
+        self.loaded, self.threads, self.device, self.cache_dir = loaded, threads, device, Path(cache_dir)
+        self.op_threshs = op_threshs_of(loaded.model)
+        self.export_ms = 0.0
+        self._files: dict[str, Path] | None = None
+
+    def onnx_files(self) -> dict[str, Path]:
+        if self._files is None:
+            self._files, self.export_ms = export.ensure_exported(
+                self.loaded.model, weights_sha256=self.loaded.sha256, cache_dir=self.cache_dir
+            )
+        return self._files
+
+    def exact(self, name: str) -> Backend:
+        if self.device == "cuda" or name == "torch":
+            return TorchBackend(self.loaded.model, device=self.device)
+        return self._with_reexport(lambda: self._cpu_backend(name, FP32))
+
+    def fast(self, name: str) -> tuple[Backend | None, str]:
+        """The fast backend for this machine, or (None, why not)."""
+        if self.device == "cuda":
+            return TorchBackend(self.loaded.model, device="cuda", precision=FP16), ""
+        if name in ("openvino", "onnxruntime") and _openvino_bf16():
+            # ONNX Runtime has no fast bf16 kernels on the CPU: its fast mode is OpenVINO's.
+            return self._with_reexport(lambda: self._cpu_backend("openvino", BF16)), ""
+        if name == "torch" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return TorchBackend(self.loaded.model, precision=BF16), ""
+        return None, "no bf16 support on this CPU"
+
+    def _cpu_backend(self, name: str, precision: str) -> Backend:
+        files = self.onnx_files()
+        if name == "onnxruntime":
+            return OnnxRuntimeBackend(files["logits"], self.op_threshs, threads=self.threads)
+        if name == "openvino":
+            return OpenVinoBackend(
+                files,
+                self.op_threshs,
+                threads=self.threads,
+                precision=precision,
+                head=Head(self.loaded.model) if precision == BF16 else None,
+                compile_cache_dir=self.cache_dir / "openvino",
+            )
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+
+    def _with_reexport(self, build: Callable[[], Backend]) -> Backend:
+        try:
+            return build()
+        except Exception:
+            # A cached export that does not load (damaged on disk): export again, once.
+            logger.warning("event=onnx_cache_unusable sha256=%s", self.loaded.sha256, exc_info=True)
+            export.discard(self.cache_dir, self.loaded.sha256)
+            self._files = None
+            return build()
+
+
+def _openvino_bf16() -> bool:
+    try:
+        from worker.runtime.backends import openvino_supports_bf16
+
+        return openvino_supports_bf16()
+    except ImportError:
+        return False
+
+
 def load_runtime() -> ModelRuntime:
     from django.conf import settings
 
     started = time.perf_counter()
     threads = configure_threads(settings.TORCH_THREADS)
-    spec = weights_spec_from_settings()
-    if spec.is_official:
-        assert spec.path is not None
-        model = weights.load_official(spec.path, spec.sha256)
-        sha, kind = spec.sha256, "official"
-    else:
-        model, sha = fallback.load_or_build(
-            cache_dir=settings.MODEL_CACHE_DIR, calibration_dir=settings.MODEL_CALIBRATION_DIR
-        )
-        kind = UNTRAINED
-        logger.warning("event=untrained_model weights=untrained sha256=%s results_marked=untrained", sha)
+    device = resolve_device(settings.INFERENCE_DEVICE)
+    name, requested = settings.INFERENCE_BACKEND, settings.INFERENCE_PRECISION
+    if name not in BACKENDS:
+        raise ValueError(f"CXRQ_BACKEND={name!r}: choose one of {BACKENDS}")
+    if requested not in PRECISIONS:
+        raise ValueError(f"CXRQ_PRECISION={requested!r}: choose one of {PRECISIONS}")
+    loaded, spec = _load_weights()
+    weights_ms = (time.perf_counter() - started) * 1000
+    factory = BackendFactory(loaded, threads=threads, device=device, cache_dir=settings.MODEL_CACHE_DIR)
+    backend = factory.exact(name)
     runtime = ModelRuntime(
-        backend=TorchBackend(model),
-        labels=list(model.targets),
+        backend=backend,
+        labels=list(loaded.model.targets),
         model_version=model_version_for(spec),
-        weights_sha256=sha,
-        weights=kind,
+        weights_sha256=loaded.sha256,
+        weights=loaded.kind,
         load_ms=0.0,
-        extra={"threads": threads},
+        extra={"threads": threads, "device": device, "weights_ms": round(weights_ms)},
+        precision_requested=requested,
     )
+    if requested == "fast":
+        _apply_fast_mode(runtime, factory, name=name)
+    runtime.extra["export_ms"] = round(factory.export_ms)
+    if runtime.backend.name != "torch":
+        del loaded, factory  # the torch module is no longer needed: its memory goes back
+        gc.collect()
     runtime.warm_up(settings.BATCH_MAX_SIZE)
     runtime.load_ms = (time.perf_counter() - started) * 1000
     logger.info(
-        "event=model_loaded model_version=%s backend=%s precision=%s threads=%d load_ms=%.0f",
+        "event=model_loaded model_version=%s backend=%s precision=%s precision_requested=%s "
+        "preprocessing=%s device=%s threads=%d load_ms=%.0f export_ms=%.0f",
         runtime.model_version,
         runtime.backend.name,
         runtime.backend.precision,
+        requested,
+        runtime.preprocessing,
+        device,
         threads,
         runtime.load_ms,
+        runtime.extra["export_ms"],
     )
     return runtime
+
+
+def _apply_fast_mode(runtime: ModelRuntime, factory: BackendFactory, *, name: str) -> None:
+    from django.conf import settings
+
+    fast, why_not = factory.fast(name)
+    if fast is None:
+        verdict = guard.GuardVerdict(
+            kept=False,
+            max_abs_diff=None,
+            mean_abs_diff=None,
+            limit=settings.FAST_MAX_ABS_DIFF,
+            images=0,
+            ms=0.0,
+            reason=why_not,
+        )
+    else:
+        fast_pre = preprocess_fast if settings.FAST_PREPROCESS else preprocess
+        verdict = guard.check_fast(
+            images=guard.calibration_images(settings.MODEL_CALIBRATION_DIR),
+            exact=(preprocess, runtime.backend.predict),
+            fast=(fast_pre, fast.predict),
+            limit=settings.FAST_MAX_ABS_DIFF,
+            batch_size=max(1, settings.BATCH_MAX_SIZE),
+        )
+    runtime.fast_guard = {
+        "backend": fast.name if fast else None,
+        "precision": fast.precision if fast else None,
+    }
+    runtime.fast_guard |= verdict.as_dict()
+    if verdict.kept and fast is not None:
+        runtime.backend = fast
+        runtime.fast_preprocessing = bool(settings.FAST_PREPROCESS)
+        logger.info(
+            "event=fast_kept backend=%s precision=%s max_abs_diff=%s limit=%s images=%d",
+            fast.name,
+            fast.precision,
+            verdict.max_abs_diff,
+            verdict.limit,
+            verdict.images,
+        )
+    else:
+        logger.warning(
+            "event=fast_refused running=%s/%s reason=%r max_abs_diff=%s limit=%s images=%d",
+            runtime.backend.name,
+            runtime.backend.precision,
+            verdict.reason,
+            verdict.max_abs_diff,
+            verdict.limit,
+            verdict.images,
+        )
+
+
+__all__ = ["BACKENDS", "FP16", "ModelRuntime", "configure_threads", "load_runtime"]

@@ -1,0 +1,120 @@
+"""Fast-mode preprocessing: large JPEGs decoded at reduced scale.
+
+Only in fast mode, and only while the fast-mode guard keeps it
+(worker/runtime/guard.py measures it with the fast precision on the
+calibration images). Everything else goes through the exact path.
+
+libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale by dropping DCT
+coefficients (Pillow's `draft`), which skips most of the decoding work on the
+largest uploads. A reduced pixel is roughly the mean of an s x s block, a blur
+of variance (s^2 - 1)/12 in full-resolution pixels, so the anti-aliasing
+Gaussian applied afterwards is narrowed to keep the total blur equal to the
+reference's sigma = (side/224 - 1)/2, and it is evaluated directly at the
+positions the reference interpolates. The scale is chosen so that the reduced
+crop keeps at least DRAFT_MIN_FACTOR x 224 pixels per side. It is an
+approximation: the guard and the benchmark report how far it moves the
+probabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse
+from PIL import Image
+
+from worker.runtime.preprocess import (
+    GAUSSIAN_TRUNCATE,
+    INPUT_SIZE,
+    center_crop_box,
+    preprocess,
+)
+
+DRAFT_MIN_FACTOR = 2.0
+DRAFT_SCALES = (8, 4, 2)
+FAST_PREPROCESS_NAME = "jpeg-draft"
+
+
+def draft_scale(side: int) -> int:
+    """The largest libjpeg scale that keeps side/scale >= DRAFT_MIN_FACTOR * 224 (1: none)."""
+    for scale in DRAFT_SCALES:
+        if side / scale >= DRAFT_MIN_FACTOR * INPUT_SIZE:
+            return scale
+    return 1
+
+
+@lru_cache(maxsize=64)
+def draft_operator(
+    reduced: int, start: int, side: int, scale: int, size: int = INPUT_SIZE
+) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """(size x reduced) matrix: the reference's blur + resample of the full-resolution crop
+    [start, start + side), computed from pixels decoded at 1/scale."""
+    factor = side / size
+    sigma_full = max(0.0, (factor - 1) / 2)
+    sigma = math.sqrt(max(sigma_full**2 - (scale**2 - 1) / 12, 0.0)) / scale
+    sigma = max(sigma, 0.5)  # below half a reduced pixel a sampled Gaussian is no filter
+    centre_full = start + (np.arange(size) + 0.5) * factor - 0.5
+    centre = (centre_full + 0.5) / scale - 0.5  # reduced pixel j covers full pixels [j*s, (j+1)*s)
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5) + 1
+    cols = np.floor(centre).astype(np.int64)[:, None] + np.arange(-radius, radius + 2)
+    weights = np.exp(-0.5 * ((cols - centre[:, None]) / sigma) ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    # Zero padding outside the crop, as in the reference: a reduced pixel belongs to the
+    # crop when its centre, in full-resolution coordinates, lies inside it.
+    centre_of_col = (cols + 0.5) * scale - 0.5
+    inside = (
+        (cols >= 0) & (cols < reduced) & (centre_of_col >= start - 0.5) & (centre_of_col < start + side - 0.5)
+    )
+    rows = np.broadcast_to(np.arange(size)[:, None], cols.shape)
+    matrix = scipy.sparse.csr_matrix(
+        (weights[inside].astype(np.float32), (rows[inside], cols[inside])),
+        shape=(size, reduced),
+        dtype=np.float32,
+    )
+    return matrix, np.asarray(matrix.astype(np.float64).sum(axis=1)).ravel()
+
+
+def _reduced_jpeg(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
+    """(pixels decoded at 1/scale, full height, full width, scale), or None when not worth it."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
+            if img.mode not in ("L", "RGB"):
+                return None
+            width, height = img.size
+            scale = draft_scale(min(width, height))
+            if scale == 1:
+                return None
+            img.draft(img.mode, (width // scale, height // scale))
+            img.load()
+            actual = round(width / img.size[0])
+            if actual != scale or img.size != (math.ceil(width / scale), math.ceil(height / scale)):
+                return None
+            return np.asarray(img), height, width, scale
+    except Exception:  # noqa: BLE001 - the exact path decodes it again and reports the error
+        return None
+
+
+def preprocess_fast(data: bytes) -> np.ndarray:
+    """Bytes -> float32 (1, 224, 224): reduced-scale JPEG decoding where it pays, else exact."""
+    reduced = _reduced_jpeg(data)
+    if reduced is None:
+        return preprocess(data)
+    arr, height, width, scale = reduced
+    top, left, side = center_crop_box(height, width)
+    rows_op, row_sums = draft_operator(arr.shape[0], top, side, scale)
+    cols_op, col_sums = draft_operator(arr.shape[1], left, side, scale)
+    channels = arr.shape[2] if arr.ndim == 3 else 1
+    pixels = arr.astype(np.float32).sum(axis=2) if arr.ndim == 3 else arr.astype(np.float32)
+    resized = (cols_op @ (rows_op @ pixels).T).T
+    out = resized * np.float32(2048.0 / (255 * channels)) - (1024.0 * np.outer(row_sums, col_sums)).astype(
+        np.float32
+    )
+    return out[None].astype(np.float32, copy=False)
+
+
+__all__ = ["FAST_PREPROCESS_NAME", "draft_operator", "draft_scale", "preprocess_fast"]
