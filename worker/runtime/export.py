@@ -125,10 +125,13 @@ def _check_parity(module: torch.nn.Module, probe: torch.Tensor, path: Path, part
 
 
 def ensure_exported(
-    model: torch.nn.Module, *, weights_sha256: str, cache_dir: Path
+    model: torch.nn.Module, *, weights_sha256: str, cache_dir: Path, parts: tuple[str, ...] = PARTS
 ) -> tuple[dict[str, Path], float]:
-    """The ONNX files for these weights, exporting the missing ones. Returns (files, export_ms)."""
-    files = onnx_files(cache_dir, weights_sha256)
+    """The ONNX files of these parts for these weights, exporting the missing ones.
+
+    Returns (files, export_ms); export_ms is 0 when everything was cached.
+    """
+    files = {part: path for part, path in onnx_files(cache_dir, weights_sha256).items() if part in parts}
     if all(p.is_file() for p in files.values()):
         return files, 0.0
     started = time.perf_counter()
@@ -138,7 +141,7 @@ def ensure_exported(
             if not path.is_file():  # another worker may have exported it while we waited
                 _export_one(model, part, path)
     export_ms = (time.perf_counter() - started) * 1000
-    logger.info("event=onnx_exported dir=%s export_ms=%.0f", root, export_ms)
+    logger.info("event=onnx_exported dir=%s parts=%s export_ms=%.0f", root, ",".join(files), export_ms)
     return files, export_ms
 
 

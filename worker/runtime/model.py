@@ -151,14 +151,13 @@ class BackendFactory:
         self.loaded, self.threads, self.device, self.cache_dir = loaded, threads, device, Path(cache_dir)
         self.op_threshs = op_threshs_of(loaded.model)
         self.export_ms = 0.0
-        self._files: dict[str, Path] | None = None
 
-    def onnx_files(self) -> dict[str, Path]:
-        if self._files is None:
-            self._files, self.export_ms = export.ensure_exported(
-                self.loaded.model, weights_sha256=self.loaded.sha256, cache_dir=self.cache_dir
-            )
-        return self._files
+    def onnx_files(self, parts: tuple[str, ...]) -> dict[str, Path]:
+        files, export_ms = export.ensure_exported(
+            self.loaded.model, weights_sha256=self.loaded.sha256, cache_dir=self.cache_dir, parts=parts
+        )
+        self.export_ms += export_ms
+        return files
 
     def exact(self, name: str) -> Backend:
         if self.device == "cuda" or name == "torch":
@@ -177,12 +176,12 @@ class BackendFactory:
         return None, "no bf16 support on this CPU"
 
     def _cpu_backend(self, name: str, precision: str) -> Backend:
-        files = self.onnx_files()
         if name == "onnxruntime":
+            files = self.onnx_files(("logits",))
             return OnnxRuntimeBackend(files["logits"], self.op_threshs, threads=self.threads)
         if name == "openvino":
             return OpenVinoBackend(
-                files,
+                self.onnx_files(("logits",) if precision == FP32 else ("stem", "body")),
                 self.op_threshs,
                 threads=self.threads,
                 precision=precision,
@@ -198,7 +197,6 @@ class BackendFactory:
             # A cached export that does not load (damaged on disk): export again, once.
             logger.warning("event=onnx_cache_unusable sha256=%s", self.loaded.sha256, exc_info=True)
             export.discard(self.cache_dir, self.loaded.sha256)
-            self._files = None
             return build()
 
 
