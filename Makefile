@@ -38,3 +38,14 @@ loadtest: install
 
 clean:
 	rm -rf var .pytest_cache
+
+# Inference engine (docs/performance.md). bench: reference vs default vs fast, one process,
+# last line JSON. tune: sweep batching/threads/workers/concurrency, write worker/runtime/tuned.json.
+BENCH_ARGS ?= --out var/bench.json --plot var/bench.png
+TUNE_ARGS ?=
+.PHONY: tune
+bench: install
+	$(PY) -m worker.bench $(BENCH_ARGS)
+
+tune: install
+	$(PY) -m worker.tune $(TUNE_ARGS)
