@@ -133,9 +133,11 @@ class Processor:
             try:
                 close_old_connections()
                 self._beat()
-                batch = self.current_batch
-                if batch is not None:
-                    services.job_renew_leases(claim_token=batch.claim_token)
+                # The batch in hand and the one claimed ahead (being preprocessed).
+                ahead = self._ahead
+                for batch in (self.current_batch, ahead[0] if ahead else None):
+                    if batch is not None:
+                        services.job_renew_leases(claim_token=batch.claim_token)
                 services.job_reap_expired()
                 if time.monotonic() - last_sweep >= settings.SWEEP_AFTER_SECONDS / 2:
                     services.job_sweep_queued(older_than_seconds=settings.SWEEP_AFTER_SECONDS)
