@@ -201,15 +201,23 @@ STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False
 # --- Inference engine (issue 5; docs/performance.md) -------------------------------
 # The tuner (`make tune`) writes the measured best BATCH_MAX_SIZE, BATCH_MAX_WAIT_MS,
 # threads, preprocessing workers, worker concurrency and backend for this machine to
-# CXRQ_TUNED_CONFIG; those become the defaults here. An environment variable still wins.
+# CXRQ_TUNED_CONFIG, one configuration for fp32 and one for fast mode; those become the
+# defaults here. An environment variable still wins.
 import json as _json  # noqa: E402
 
+# fp32, or fast: bf16 (CPU) / fp16 (CUDA) and reduced-scale JPEG decoding, kept only when the
+# guard measures max |dprob| <= CXRQ_FAST_MAX_ABS_DIFF on the calibration images at start.
+INFERENCE_PRECISION = env.str("CXRQ_PRECISION", default="fp32")
+FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
+FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)
 TUNED_CONFIG_PATH = Path(
     env.str("CXRQ_TUNED_CONFIG", default=str(BASE_DIR / "worker" / "runtime" / "tuned.json"))
 )
 try:
-    _TUNED = _json.loads(TUNED_CONFIG_PATH.read_text())["config"] if TUNED_CONFIG_PATH.is_file() else {}
-except (ValueError, KeyError, OSError):
+    _TUNED_FILE = _json.loads(TUNED_CONFIG_PATH.read_text()) if TUNED_CONFIG_PATH.is_file() else {}
+    _TUNED = dict(_TUNED_FILE.get("config_fast" if INFERENCE_PRECISION == "fast" else "config") or {})
+    _TUNED = _TUNED or dict(_TUNED_FILE.get("config") or {})
+except (ValueError, OSError, AttributeError, TypeError):
     _TUNED = {}
 BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=_TUNED.get("batch_max_size", BATCH_MAX_SIZE))
 BATCH_MAX_WAIT_MS = env.int(
@@ -220,8 +228,7 @@ PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=_TUNED.get("prep
 WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=_TUNED.get("worker_concurrency", 1))
 INFERENCE_BACKEND = env.str("CXRQ_BACKEND", default=_TUNED.get("backend", "onnxruntime"))
 INFERENCE_DEVICE = env.str("CXRQ_DEVICE", default="auto")  # auto: CUDA when torch sees a GPU
-# fp32, or fast: bf16 (CPU) / fp16 (CUDA) and reduced-scale JPEG decoding, kept only when the
-# guard measures max |dprob| <= CXRQ_FAST_MAX_ABS_DIFF on the calibration images at start.
-INFERENCE_PRECISION = env.str("CXRQ_PRECISION", default="fp32")
-FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
-FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)
+
+# "exact" (default: the fast exact path) or "reference" (torchxrayvision's scikit-image
+# pipeline; the load test's seed-004 configuration).
+PREPROCESS_PIPELINE = env.str("CXRQ_PREPROCESS", default="exact")
