@@ -193,19 +193,44 @@ class Pipeline:
         )
 
 
-def _load(precision: str):
+ENGINE_SETTINGS = (
+    "INFERENCE_BACKEND",
+    "TORCH_THREADS",
+    "BATCH_MAX_SIZE",
+    "PREPROCESS_WORKERS",
+    "INFERENCE_PRECISION",
+)
+
+
+def settings_for(precision: str) -> dict:
+    """The engine settings a worker started with CXRQ_PRECISION=<precision> would have
+    (the tuned file has one configuration per precision; environment variables still win)."""
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps({{k: getattr(s, k) for k in {ENGINE_SETTINGS!r}}}))"
+    )
+    env = dict(os.environ, CXRQ_PRECISION=precision, DJANGO_SETTINGS_MODULE="backend.settings.dev")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _load(engine: dict):
     from django.conf import settings
 
     from worker.runtime.model import load_runtime
 
-    saved = settings.INFERENCE_PRECISION
-    settings.INFERENCE_PRECISION = precision
+    saved = {k: getattr(settings, k) for k in ENGINE_SETTINGS}
+    for key, value in engine.items():
+        setattr(settings, key, value)
     try:
         started = time.perf_counter()
         runtime = load_runtime()
         return runtime, (time.perf_counter() - started) * 1000
     finally:
-        settings.INFERENCE_PRECISION = saved
+        for key, value in saved.items():
+            setattr(settings, key, value)
 
 
 def _reference_model():
@@ -252,6 +277,64 @@ def preprocess_speedup(images: Sequence[bytes], reference: Reference, repeats: i
     }
 
 
+def breakdown(names: Sequence[str], images: Sequence[bytes], repeats: int = 5) -> dict:
+    """Where an image's time goes: per sample, decode / reference resize / exact path / fast path;
+    per backend and batch size, inference ms per image. Best of `repeats`, one thread for
+    preprocessing, the configured threads for inference."""
+    from django.conf import settings
+
+    from worker.runtime.decode import decode
+    from worker.runtime.fast_preprocess import preprocess_fast
+    from worker.runtime.model import BackendFactory, _load_weights
+    from worker.runtime.preprocess import model_input, normalize, reference_model_input
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return round(min(times), 2)
+
+    per_sample = {}
+    for name, data in zip(names, images, strict=True):
+        arr, maxval = decode(data)
+        per_sample[name] = {
+            "shape": list(arr.shape),
+            "decode_ms": best(lambda data=data: decode(data)),
+            "reference_normalize_crop_resize_ms": best(
+                lambda arr=arr, maxval=maxval: reference_model_input(normalize(arr, maxval))
+            ),
+            "exact_normalize_crop_resize_ms": best(lambda arr=arr, maxval=maxval: model_input(arr, maxval)),
+            "fast_path_total_ms": best(lambda data=data: preprocess_fast(data)),
+        }
+    loaded, _ = _load_weights()
+    factory = BackendFactory(
+        loaded,
+        threads=settings.TORCH_THREADS or os.cpu_count() or 1,
+        device="cpu",
+        cache_dir=settings.MODEL_CACHE_DIR,
+    )
+    from worker.runtime.preprocess import preprocess
+
+    x = np.stack([preprocess(d) for d in images])
+    backends = {
+        "torch/fp32": factory.exact("torch"),
+        "onnxruntime/fp32": factory.exact("onnxruntime"),
+        "openvino/fp32": factory.exact("openvino"),
+    }
+    fast, _ = factory.fast("openvino")
+    if fast is not None:
+        backends["openvino/bf16"] = fast
+    inference = {}
+    for label, backend in backends.items():
+        for size in (1, 4, 8, 16):
+            batch = np.concatenate([x] * (size // len(x) + 1))[:size]
+            backend.predict(batch)
+            inference[f"{label} b{size}"] = round(best(lambda b=batch, be=backend: be.predict(b)) / size, 2)
+    return {"preprocessing": per_sample, "inference_ms_per_image": inference}
+
+
 # --- cold start, in child processes -------------------------------------------------------
 
 _COLD_CHILD = r"""
@@ -277,7 +360,7 @@ import psutil
 print(json.dumps({
     "imports_s": t_import - t0, "load_ms": rt.load_ms, "export_ms": rt.extra.get("export_ms"),
     "first_result_s": t_first - t0, "rss_mb": psutil.Process().memory_info().rss / 2**20,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024,
     "backend": rt.backend.name, "precision": rt.backend.precision,
 }))
 """
@@ -350,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-cold-start", action="store_true", help="skip the child-process cold starts")
     parser.add_argument("--out", type=Path, help="also write the JSON (and tables) to this file")
     parser.add_argument("--plot", type=Path, help="write a PNG chart of the results here")
+    parser.add_argument("--breakdown", action="store_true", help="also time each step per sample and backend")
     args = parser.parse_args(argv)
 
     _setup_django()
@@ -361,16 +445,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"samples: {len(images)} ({', '.join(names)})")
     print(f"machine: {machine()}")
 
-    default_rt, default_load_ms = _load("fp32")
-    fast_rt, fast_load_ms = _load("fast")
+    engines = {"default": settings_for("fp32"), "fast": settings_for("fast")}
+    default_rt, default_load_ms = _load(engines["default"])
+    fast_rt, fast_load_ms = _load(engines["fast"])
     threads = os.cpu_count() or 1
     reference = Reference(_reference_model(), threads)
-    batch_size, workers = settings.BATCH_MAX_SIZE, settings.PREPROCESS_WORKERS
-    configs: list = [
-        reference,
-        Pipeline("default", default_rt, batch_size=batch_size, workers=workers),
-        Pipeline("fast", fast_rt, batch_size=batch_size, workers=workers),
+    configs: list = [reference] + [
+        Pipeline(
+            name, rt, batch_size=engines[name]["BATCH_MAX_SIZE"], workers=engines[name]["PREPROCESS_WORKERS"]
+        )
+        for name, rt in (("default", default_rt), ("fast", fast_rt))
     ]
+    batch_size = engines["default"]["BATCH_MAX_SIZE"]
     stream = list(images) * args.repeat
     # Warm-up turn (operators cached, pools started, first-run allocations), not counted.
     for config in configs:
@@ -395,19 +481,19 @@ def main(argv: list[str] | None = None) -> dict:
         assert np.abs(probs - probs[0]).max() < 1e-5, f"{name}: results depend on batch position"
     control = float(np.abs(ref_probs[0] - ref_probs[1]).max())
 
+    def what(name: str, rt) -> str:
+        e = engines[name]
+        return f"{rt.backend.name}/{rt.backend.precision} b{e['BATCH_MAX_SIZE']} t{rt.extra.get('threads')}"
+
     rows = [
-        ("reference", "torch/fp32 batch 1", totals["reference"]),
-        (
-            "default",
-            f"{default_rt.backend.name}/{default_rt.backend.precision} b{batch_size}",
-            totals["default"],
-        ),
-        ("fast", f"{fast_rt.backend.name}/{fast_rt.backend.precision} b{batch_size}", totals["fast"]),
+        ("reference", "torch/fp32 b1", totals["reference"]),
+        ("default", what("default", default_rt), totals["default"]),
+        ("fast", what("fast", fast_rt), totals["fast"]),
     ]
     print()
     print(
         table(rows)
-        + f"\n(e2e: its batch's latency from preprocessing start / batch size; preprocessing workers: {workers})"
+        + "\n(b: batch size, t: intra-op threads; e2e: its batch's latency from preprocessing start / batch size)"
     )
     ref_img_s = totals["reference"].img_s
     result = {
@@ -428,6 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
             "precision": default_rt.backend.precision,
             "preprocessing": default_rt.preprocessing,
             "load_ms": round(default_load_ms),
+            "batch_size": engines["default"]["BATCH_MAX_SIZE"],
             "batch_p95_ms": round(_pct(totals["default"].batch_ms, 95), 1),
         },
         "fast": {
@@ -436,11 +523,10 @@ def main(argv: list[str] | None = None) -> dict:
             "preprocessing": fast_rt.preprocessing,
             "guard": fast_rt.fast_guard,
             "load_ms": round(fast_load_ms),
+            "batch_size": engines["fast"]["BATCH_MAX_SIZE"],
             "batch_p95_ms": round(_pct(totals["fast"].batch_ms, 95), 1),
         },
-        "batch_size": batch_size,
-        "preprocess_workers": workers,
-        "threads": default_rt.extra.get("threads"),
+        "engine_settings": engines,
         "images": n,
         "images_per_config": totals["default"].images,
         "rounds": args.rounds,
@@ -462,6 +548,9 @@ def main(argv: list[str] | None = None) -> dict:
             result["cold_start_no_cache"] = cold_start(
                 cache_dir=Path(empty), precision="fp32", samples=sample_paths
             )
+    if args.breakdown:
+        result["breakdown"] = breakdown(names, images)
+        print(json.dumps(result["breakdown"], indent=1))
     if args.plot:
         from worker.bench_plot import plot
 

@@ -75,7 +75,7 @@ def test_guard_refuses_fast_beyond_the_limit_and_says_so(runtime, api, settings,
     assert (prov["precision"], prov["precision_requested"]) == ("fp32", "fast")
     # The answers are the fp32 ones.
     x = preprocess(sample_bytes("h0001.png"))[None]
-    assert np.abs(refused.predict(x) - runtime.predict(x)).max() < 1e-6
+    assert np.abs(refused.predict(x) - runtime.predict(x)).max() <= 1e-4  # fp32 (either backend)
 
     settings.BATCH_MAX_WAIT_MS = 0
     job = post_image(api, sample_bytes("h0001.png")).json()["id"]
