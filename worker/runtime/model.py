@@ -45,8 +45,9 @@ from worker.runtime.backends import (
     TorchBackend,
     op_threshs_of,
 )
+from worker.runtime.decode import decode
 from worker.runtime.fast_preprocess import FAST_PREPROCESS_NAME, preprocess_fast
-from worker.runtime.preprocess import INPUT_SIZE, preprocess
+from worker.runtime.preprocess import INPUT_SIZE, normalize, preprocess, reference_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class ModelRuntime:
     extra: dict[str, Any] = field(default_factory=dict)
     precision_requested: str = FP32
     fast_preprocessing: bool = False
+    # The torchxrayvision reference pipeline (scikit-image), for the load test's
+    # `reference` configuration (seed 004's setup); same numbers to ~1e-4, far slower.
+    reference_preprocessing: bool = False
     fast_guard: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
@@ -90,12 +94,17 @@ class ModelRuntime:
 
     @property
     def preprocessing(self) -> str:
+        if self.reference_preprocessing:
+            return f"{PREPROCESS_VERSION}+reference"
         return (
             f"{PREPROCESS_VERSION}+{FAST_PREPROCESS_NAME}" if self.fast_preprocessing else PREPROCESS_VERSION
         )
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Bytes -> model input, with the preprocessing this runtime's precision allows."""
+        if self.reference_preprocessing:
+            arr, maxval = decode(data)
+            return reference_model_input(normalize(arr, maxval))
         return preprocess_fast(data) if self.fast_preprocessing else preprocess(data)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -233,6 +242,7 @@ def load_runtime() -> ModelRuntime:
         load_ms=0.0,
         extra={"threads": threads, "device": device, "weights_ms": round(weights_ms)},
         precision_requested=requested,
+        reference_preprocessing=settings.PREPROCESS_PIPELINE == "reference",
     )
     if requested == "fast":
         _apply_fast_mode(runtime, factory, name=name)
