@@ -22,7 +22,7 @@ OFFICIAL_WEIGHTS_FILENAME = (
     "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
 )
 # Bumped whenever the preprocessing changes what the model sees.
-PREPROCESS_VERSION = "pp2"
+PREPROCESS_VERSION = "pp3"
 # Bumped whenever the fallback recipe (worker/runtime/fallback.py) changes.
 FALLBACK_RECIPE_VERSION = "fb1"
 UNTRAINED = "untrained"

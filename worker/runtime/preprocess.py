@@ -148,6 +148,23 @@ def _check_range(arr: np.ndarray, maxval: int) -> None:
         raise PreprocessError("bad_pixel_range", f"max pixel {arr.max()} above {maxval}")
 
 
+def _min_max(pixels: np.ndarray) -> tuple[float, float]:
+    import cv2
+
+    lo, hi, _, _ = cv2.minMaxLoc(np.ascontiguousarray(pixels, dtype=np.float32))
+    return lo, hi
+
+
+def clip_like_skimage(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """skimage's resize clips its output to the input's value range, widened to take in
+    cval (0) when the output reaches it (`_clip_warp_output`). Ordinary X-rays span
+    negative and positive values and nothing changes; an all-dark or all-bright image
+    would otherwise keep the zero padding's dim border."""
+    if not lo <= 0.0 <= hi and out.min() <= 0.0 <= out.max():
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return np.clip(out, np.float32(lo), np.float32(hi), out=out)
+
+
 def model_input(arr: np.ndarray, maxval: int) -> np.ndarray:
     """(H, W) or (H, W, C) pixels and their maximum value -> float32 (1, 224, 224).
 
@@ -166,8 +183,10 @@ def model_input(arr: np.ndarray, maxval: int) -> np.ndarray:
     # Through the linear resize: a * R(x) + b * R(1), with R(1) = outer(row_sums, row_sums).
     scale = np.float32(2048.0 / (maxval * channels))
     offset = (1024.0 * np.outer(row_sums, row_sums)).astype(np.float32)
-    out = resized * scale - offset
-    return out[None].astype(np.float32, copy=False)
+    out = (resized * scale - offset).astype(np.float32, copy=False)
+    lo, hi = _min_max(pixels)
+    out = clip_like_skimage(out, lo * float(scale) - 1024.0, hi * float(scale) - 1024.0)
+    return out[None]
 
 
 def to_model_input(img: np.ndarray) -> np.ndarray:
@@ -175,7 +194,8 @@ def to_model_input(img: np.ndarray) -> np.ndarray:
     top, left, side = center_crop_box(*img.shape)
     op, _ = resize_operator(side)
     crop = img[top : top + side, left : left + side].astype(np.float32, copy=False)
-    return (op @ (op @ crop).T).T[None].astype(np.float32, copy=False)
+    out = (op @ (op @ crop).T).T.astype(np.float32, copy=False)
+    return clip_like_skimage(out, *_min_max(crop))[None]
 
 
 def preprocess(data: bytes) -> np.ndarray:
