@@ -37,7 +37,16 @@ def _stats(values: list[float]) -> dict:
     return {"p50": pct(values, 50), "p95": pct(values, 95), "p99": pct(values, 99), "n": len(values)}
 
 
-def summarize(outdir: Path, *, config: str, label: str, users: int | None, step_seconds: int | None) -> dict:
+def summarize(
+    outdir: Path,
+    *,
+    config: str,
+    label: str,
+    users: int | None,
+    step_seconds: int | None,
+    step_start: int = 10,
+    step_users: int = 10,
+) -> dict:
     samples = load_samples(outdir)
     t0 = min((s[0] for s in samples), default=0.0)
     t1 = max((s[0] for s in samples), default=0.0)
@@ -61,15 +70,13 @@ def summarize(outdir: Path, *, config: str, label: str, users: int | None, step_
     queue = _load_queue(outdir)
     out["queue_depth_max"] = max((q for _, q in queue), default=None)
     if step_seconds:
-        out["steps"] = _steps(samples, t0, step_seconds)
+        out["steps"] = _steps(samples, t0, step_seconds, step_start, step_users)
         over = [s for s in out["steps"] if s["cache_miss_p95_ms"] and s["cache_miss_p95_ms"] > KNEE_P95_MS]
         out["knee_users"] = over[0]["users"] if over else None
     return out
 
 
-def _steps(samples, t0: float, step_seconds: int) -> list[dict]:
-    from stepshape import START, STEP
-
+def _steps(samples, t0: float, step_seconds: int, start: int, step: int) -> list[dict]:
     steps: dict[int, list] = {}
     for s in samples:
         if s[1] == "E2E" and s[4]:
@@ -80,7 +87,7 @@ def _steps(samples, t0: float, step_seconds: int) -> list[dict]:
         hit = [s[3] for s in steps[i] if s[2] == "cache_hit"]
         out.append(
             {
-                "users": START + i * STEP,
+                "users": start + i * step,
                 "cache_miss_p50_ms": pct(miss, 50),
                 "cache_miss_p95_ms": pct(miss, 95),
                 "cache_hit_p95_ms": pct(hit, 95),
