@@ -164,3 +164,10 @@ def test_draft_operator_is_exact_on_images_constant_over_each_block():
     want = (op_full @ (op_full @ full).T).T
     got = (op @ (op @ blocks).T).T
     assert np.abs(got - want).max() < 1e-2
+
+
+def test_fast_path_clips_like_the_exact_path_on_a_white_image():
+    white = _jpeg(Image.new("L", (2000, 2000), 255))
+    assert fast_preprocess._reduced_jpeg(white) is not None
+    exact, fast = preprocess(white), fast_preprocess.preprocess_fast(white)
+    assert exact.min() >= 1023 and fast.min() >= 1023  # no dim border from the zero padding
