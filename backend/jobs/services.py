@@ -189,6 +189,7 @@ UPDATE jobs_job
 SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = %s,
     claimed_by = %s, claim_token = %s, lease_expires_at = %s, batch_id = %s
 WHERE id IN (SELECT id FROM picked) AND status = 'QUEUED'
+RETURNING id
 """
 
 
@@ -223,7 +224,9 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
                     _CLAIM_SQL.format(lock=lock, attempts=attempts),
                     [model_version, _db_dt(now), limit, *params_tail],
                 )
-                claimed = cursor.rowcount
+                # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
+                # that starts with WITH.
+                claimed = len(cursor.fetchall())
                 if claimed:
                     break
         if claimed:

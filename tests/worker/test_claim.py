@@ -95,7 +95,8 @@ def test_concurrent_claimers_never_take_the_same_job():
     all_ids = [i for ids in claimed.values() for i in ids]
     assert sorted(all_ids) == sorted(j.id for j in jobs)  # every job, exactly once
     assert len(set(all_ids)) == len(all_ids)
-    assert sum(1 for ids in claimed.values() if ids) >= 2  # they really ran side by side
+    if connection.vendor == "postgresql":  # SQLite serialises writers: one may take it all
+        assert sum(1 for ids in claimed.values() if ids) >= 2  # they really ran side by side
     assert set(Job.objects.values_list("attempts", flat=True)) == {1}
 
 
