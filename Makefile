@@ -22,7 +22,7 @@ run: install
 	$(PY) manage.py runstack --port $(PORT)
 
 worker: install
-	$(VENV)/bin/celery -A worker.celery_app worker --loglevel=INFO --concurrency=1
+	$(VENV)/bin/celery -A worker.celery_app worker --loglevel=INFO --without-gossip --without-mingle --without-heartbeat
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

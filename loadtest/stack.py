@@ -113,7 +113,7 @@ class ProcessStack:
         return self.web_url
 
     def start_worker(
-        self, name: str = "worker", concurrency: int = 1, ready_timeout: float = 180, **env: str
+        self, name: str = "worker", concurrency: int | None = None, ready_timeout: float = 180, **env: str
     ) -> subprocess.Popen:
         proc = self.spawn(
             name,

@@ -107,6 +107,9 @@ class Processor:
         return {
             "backend": prov["backend"],
             "precision": prov["precision"],
+            # Fast mode asked for but refused by its guard shows here, and so in health.
+            "precision_requested": prov.get("precision_requested", prov["precision"]),
+            "fast_guard": prov.get("fast_guard"),
             "weights": prov["weights"],
             "threads": rt.extra.get("threads"),
             "load_ms": round(rt.load_ms),

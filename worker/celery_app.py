@@ -32,6 +32,8 @@ _conf = {
     # leaves it for another worker. Duplicate wake-ups are harmless.
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
+    # Worker processes per `celery worker` (each loads its own model): the tuned value.
+    "worker_concurrency": settings.WORKER_CONCURRENCY,
     "broker_connection_retry_on_startup": True,
     "worker_hijack_root_logger": False,
     "task_default_queue": settings.CELERY_QUEUE,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 
 
-def celery_worker_argv(*, name: str | None = None, concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+def celery_worker_argv(
+    *, name: str | None = None, concurrency: int | None = None, loglevel: str = "INFO"
+) -> list[str]:
     """Prefork worker on the cxrq app. No gossip/mingle/broker heartbeat: workers report
     to the database (WorkerHeartbeat), not to each other."""
     argv = [

@@ -94,7 +94,11 @@ def model_version_for(spec: WeightsSpec) -> str:
     weights_id = spec.sha256[:16] if spec.is_official else f"{UNTRAINED}-{FALLBACK_RECIPE_VERSION}"
     # CXRQ_DICOM_APPLY_VOI_LUT changes what the model sees for DICOM (docs/intake.md).
     voi_lut = "+voilut" if getattr(settings, "DICOM_APPLY_VOI_LUT", False) else ""
-    return f"{MODEL_NAME}@{weights_id}+{PREPROCESS_VERSION}{voi_lut}"
+    # Fast mode's results may differ from fp32's by up to FAST_MAX_ABS_DIFF: never share
+    # a cache with them. (A worker whose guard refused fast mode still claims these jobs
+    # and says so in each result's provenance.)
+    fast = "+fast" if getattr(settings, "INFERENCE_PRECISION", "fp32") == "fast" else ""
+    return f"{MODEL_NAME}@{weights_id}+{PREPROCESS_VERSION}{voi_lut}{fast}"
 
 
 def current_model_version() -> str:

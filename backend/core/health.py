@@ -45,7 +45,10 @@ def check_workers() -> dict[str, Any]:
                 "id": w.worker_id,
                 "model_version": w.model_version,
                 "last_seen_at": w.last_seen_at.isoformat(),
-                **{k: w.info.get(k) for k in ("backend", "precision", "weights")},
+                **{
+                    k: w.info.get(k)
+                    for k in ("backend", "precision", "precision_requested", "fast_guard", "weights")
+                },
             }
             for w in selectors.live_workers()
         ]

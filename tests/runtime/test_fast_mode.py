@@ -44,7 +44,9 @@ def test_guard_keeps_fast_within_the_limit_and_every_result_says_bf16(kept, api,
     assert (prov["backend"], prov["precision"], prov["precision_requested"]) == ("openvino", "bf16", "fast")
 
     settings.BATCH_MAX_WAIT_MS = 0
+    settings.INFERENCE_PRECISION = "fast"  # the web of a fast deployment: its own dedup keys
     job = post_image(api, sample_bytes("00000001_000.png")).json()["id"]
+    assert kept.model_version.endswith("+fast")  # fast results never share fp32's cache
     proc = Processor()
     proc.runtime = kept
     try:
@@ -78,11 +80,13 @@ def test_guard_refuses_fast_beyond_the_limit_and_says_so(runtime, api, settings,
     assert np.abs(refused.predict(x) - runtime.predict(x)).max() <= 1e-4  # fp32 (either backend)
 
     settings.BATCH_MAX_WAIT_MS = 0
+    settings.INFERENCE_PRECISION = "fast"
     job = post_image(api, sample_bytes("h0001.png")).json()["id"]
     proc = Processor()
     proc.runtime = refused
     try:
-        assert proc.info()["precision"] == "fp32"
+        assert (proc.info()["precision"], proc.info()["precision_requested"]) == ("fp32", "fast")
+        assert proc.info()["fast_guard"]["kept"] is False  # health shows the refusal
         proc.drain()
     finally:
         proc._stop.set()

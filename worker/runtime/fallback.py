@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worker.model_identity import FALLBACK_RECIPE_VERSION
+from worker.model_identity import FALLBACK_RECIPE_VERSION, PREPROCESS_VERSION
 from worker.runtime import preprocess
 from worker.runtime.weights import file_sha256, new_densenet
 
@@ -65,7 +65,8 @@ def build(calibration_dir: Path) -> torch.nn.Module:
 
 
 def cached_path(cache_dir: Path) -> Path:
-    return cache_dir / f"fallback-densenet121-{FALLBACK_RECIPE_VERSION}-seed{SEED}.pt"
+    # BatchNorm statistics come through preprocess(): a new preprocessing, a new file.
+    return cache_dir / f"fallback-densenet121-{FALLBACK_RECIPE_VERSION}-{PREPROCESS_VERSION}-seed{SEED}.pt"
 
 
 def load_or_build(*, cache_dir: Path, calibration_dir: Path) -> tuple[torch.nn.Module, str]:
