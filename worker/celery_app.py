@@ -42,12 +42,14 @@ _conf = {
 }
 if _broker.startswith("filesystem://"):
     folder = settings.CELERY_BROKER_FS_DIR
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     _conf["broker_transport_options"] = {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        # kombu's default is ./control in the working directory; keep it with the broker.
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }
