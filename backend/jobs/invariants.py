@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from backend.jobs import selectors
 from backend.jobs.models import Job, JobResult, JobStatus
 
 
@@ -28,9 +29,7 @@ class InvariantReport:
 def check_invariants(*, lease_grace_seconds: float = 0.0, sample: int = 20) -> InvariantReport:
     now = timezone.now()
     report = InvariantReport()
-    report.counts = {s.label: Job.objects.filter(status=s.value).count() for s in JobStatus} | {
-        "results": JobResult.objects.count()
-    }
+    report.counts = selectors.job_status_counts() | {"results": JobResult.objects.count()}
 
     def ids(qs) -> list[str]:
         return [str(i) for i in qs.values_list("id", flat=True)[:sample]]

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from backend.jobs import errors
@@ -50,6 +50,12 @@ def live_workers() -> QuerySet[WorkerHeartbeat]:
     return WorkerHeartbeat.objects.filter(last_seen_at__gte=cutoff).order_by("worker_id")
 
 
+def job_status_counts() -> dict[str, int]:
+    """Jobs per status label (queued, in progress, ...), every status present, one query."""
+    found = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return {s.label: found.get(s.value, 0) for s in JobStatus}
+
+
 def queue_depth() -> int:
     return Job.objects.filter(status=JobStatus.QUEUED).count()
 
@@ -58,7 +64,7 @@ def queue_state() -> dict:
     """What an operator needs at a glance: counts per status, the oldest queued job's age,
     expired leases waiting for the reaper, live workers."""
     now = timezone.now()
-    counts = [(s.label, Job.objects.filter(status=s.value).count()) for s in JobStatus]
+    counts = list(job_status_counts().items())
     oldest = (
         Job.objects.filter(status=JobStatus.QUEUED)
         .order_by("created_at")

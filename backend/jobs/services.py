@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from backend.jobs import errors, intake
+from backend.jobs import errors, intake, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, WorkerHeartbeat
 from worker.model_identity import current_model_version
@@ -144,7 +144,7 @@ def _check_backpressure() -> None:
     limit = settings.MAX_QUEUE_DEPTH
     if limit <= 0:
         return
-    depth = Job.objects.filter(status=JobStatus.QUEUED).count()
+    depth = selectors.queue_depth()
     if depth >= limit:
         raise errors.QueueFull(
             details={"queue_depth": depth, "max_queue_depth": limit},
@@ -191,6 +191,10 @@ SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = %s,
 WHERE id IN (SELECT id FROM picked) AND status = 'QUEUED'
 RETURNING id
 """
+
+
+# What "nobody holds this job" means: set whenever a job goes back to the queue.
+_UNCLAIMED = {"claimed_by": "", "claim_token": None, "lease_expires_at": None, "batch_id": None}
 
 
 def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> ClaimedBatch:
@@ -308,10 +312,7 @@ def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
     ).update(
         status=JobStatus.QUEUED,
         attempts=F("attempts") - 1,
-        claimed_by="",
-        claim_token=None,
-        lease_expires_at=None,
-        batch_id=None,
+        **_UNCLAIMED,
         started_at=None,
     )
     if released:
@@ -341,10 +342,7 @@ def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: s
             status=JobStatus.QUEUED,
             error_code=code[:64],
             error_message=message[:2000],
-            claimed_by="",
-            claim_token=None,
-            lease_expires_at=None,
-            batch_id=None,
+            **_UNCLAIMED,
             available_at=now + timedelta(seconds=_backoff_seconds(attempts)),
         )
     return {"requeued": requeued, "failed": failed}
@@ -399,10 +397,7 @@ def job_reap_expired() -> dict[str, list[uuid.UUID]]:
                 status=JobStatus.QUEUED,
                 error_code="lease_expired",
                 error_message="the worker running this job was lost; requeued",
-                claimed_by="",
-                claim_token=None,
-                lease_expires_at=None,
-                batch_id=None,
+                **_UNCLAIMED,
             )
             wake_workers(to_queue)
     if expired:
@@ -417,8 +412,8 @@ def job_reap_expired() -> dict[str, list[uuid.UUID]]:
 def job_sweep_queued(*, older_than_seconds: float, limit: int = 100) -> list[uuid.UUID]:
     """Wake workers for queued jobs that have waited too long (their wake-up was lost:
     broker restarted or flushed, or down when the job was created). Extra wake-ups are harmless."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
     ids = list(
         Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff)
         .exclude(available_at__gt=now)
@@ -445,10 +440,7 @@ def job_requeue(*, job_ids: list[uuid.UUID], statuses: tuple[str, ...]) -> list[
                     attempts=0,
                     error_code="",
                     error_message="",
-                    claimed_by="",
-                    claim_token=None,
-                    lease_expires_at=None,
-                    batch_id=None,
+                    **_UNCLAIMED,
                     available_at=None,
                     started_at=None,
                     finished_at=None,
