@@ -7,8 +7,9 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from backend.jobs import selectors, services
+from backend.jobs import selectors
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
+from backend.jobs.services import operators
 
 
 class JobResultInline(admin.StackedInline):
@@ -85,7 +86,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Requeue selected jobs (stuck, queued or failed)")
     def requeue_selected(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        done = services.job_requeue(
+        done = operators.job_requeue(
             job_ids=ids, statuses=(JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FAILED)
         )
         self.message_user(request, f"Requeued {len(done)} of {len(ids)} jobs.")
@@ -93,7 +94,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Fail selected jobs (queued or stuck)")
     def fail_selected(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        n = services.job_fail_by_operator(job_ids=ids, reason=f"failed by {request.user} in the admin")
+        n = operators.job_fail_by_operator(job_ids=ids, reason=f"failed by {request.user} in the admin")
         self.message_user(request, f"Failed {n} of {len(ids)} jobs.")
 
     @admin.display(description="sha256", ordering="sha256")

@@ -9,6 +9,12 @@ class MissingImage(ApplicationError):
     default_message = "Send the image as multipart/form-data in the field 'image'."
 
 
+class InvalidContentLength(ApplicationError):
+    code = "invalid_content_length"
+    status_code = 400
+    default_message = "The Content-Length header must be a non-negative whole number of bytes."
+
+
 class EmptyFile(ApplicationError):
     code = "empty_file"
     status_code = 400
@@ -70,13 +76,21 @@ class IdempotencyKeyReused(ApplicationError):
     default_message = "This Idempotency-Key was used with a different image."
 
 
+class IdempotencyKeyBusy(ApplicationError):
+    code = "idempotency_key_busy"
+    status_code = 409
+    default_message = (
+        "Another request with this Idempotency-Key was in flight and did not complete; retry the request."
+    )
+
+
 class InvalidIdempotencyKey(ApplicationError):
     code = "invalid_idempotency_key"
     status_code = 400
     default_message = "Idempotency-Key must be 1-255 printable ASCII characters."
 
 
-# --- clinical intake: format recognition and DICOM (docs/intake.md) ---------------------
+# --- format recognition and DICOM (docs/intake.md) ---------------------------------------
 
 
 class AmbiguousFormat(ApplicationError):

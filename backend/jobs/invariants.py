@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -34,10 +33,10 @@ def check_invariants(*, lease_grace_seconds: float = 0.0, sample: int = 20) -> I
     def ids(qs) -> list[str]:
         return [str(i) for i in qs.values_list("id", flat=True)[:sample]]
 
-    grace = now - timedelta(seconds=lease_grace_seconds)
     report.violations["in_progress_without_live_lease"] = ids(
-        Job.objects.filter(status=JobStatus.IN_PROGRESS).filter(
-            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=grace) | Q(claim_token__isnull=True)
+        selectors.expired_leases(now=now, older_than_seconds=lease_grace_seconds)
+        | Job.objects.filter(status=JobStatus.IN_PROGRESS).filter(
+            Q(lease_expires_at__isnull=True) | Q(claim_token__isnull=True)
         )
     )
     report.violations["succeeded_without_result"] = ids(

@@ -1,10 +1,21 @@
 """Job state lives here; the broker only carries wake-up calls.
 
-State machine (every change is a guarded UPDATE in services.py):
+Every status and every transition is named once (JobStatus, Transition) and
+each transition is one guarded UPDATE in backend/jobs/services/:
 
-    QUEUED --claim--> IN_PROGRESS --store--> SUCCEEDED
-       ^                  |   \\--fail-----> FAILED
-       +----lease expiry--+
+                 claim (claims.py)                   store (claims.py)
+    QUEUED ------------------------> IN_PROGRESS -----------------------> SUCCEEDED
+      ^  ^  ^                         |   |   |
+      |  |  +-- release (claims.py) --+   |   +-- fail, retry_later at MAX_ATTEMPTS (claims.py),
+      |  +----- retry_later (claims.py) --+       reap at MAX_ATTEMPTS (leases.py) ----> FAILED
+      +-------- reap (leases.py) ---------+
+    QUEUED / IN_PROGRESS --operator_fail (operators.py)--> FAILED
+    QUEUED / IN_PROGRESS / FAILED --operator_requeue (operators.py)--> QUEUED
+
+release gives the attempt back (shutdown, a batch claimed ahead and not run);
+retry_later requeues with backoff after a transient error; reap requeues the
+jobs of a lost worker once their lease has expired. Moves to the queue and to
+an end go through services/transitions.py, which sets the same fields every time.
 """
 
 from __future__ import annotations
@@ -22,7 +33,21 @@ class JobStatus(models.TextChoices):
     FAILED = "FAILED", "failed"
 
 
-TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+class Transition(models.TextChoices):
+    """The named moves between statuses (the diagram above); logged by name."""
+
+    CLAIM = "claim"
+    STORE = "store"
+    FAIL = "fail"
+    RETRY_LATER = "retry_later"
+    RELEASE = "release"
+    REAP = "reap"
+    OPERATOR_REQUEUE = "operator_requeue"
+    OPERATOR_FAIL = "operator_fail"
+
+    @classmethod
+    def requeues(cls) -> tuple[Transition, ...]:
+        return (cls.RETRY_LATER, cls.RELEASE, cls.REAP, cls.OPERATOR_REQUEUE)
 
 
 class Job(models.Model):
@@ -78,10 +103,6 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.status}"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
     @property
     def duration_ms(self) -> float | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, QuerySet
@@ -56,8 +56,35 @@ def job_status_counts() -> dict[str, int]:
     return {s.label: found.get(s.value, 0) for s in JobStatus}
 
 
-def queue_depth() -> int:
-    return Job.objects.filter(status=JobStatus.QUEUED).count()
+def live_job(*, sha256: str, model_version: str) -> Job | None:
+    """The job that answers for these bytes and this model (any status but FAILED), if any."""
+    return (
+        Job.objects.select_related("result")
+        .exclude(status=JobStatus.FAILED)
+        .filter(sha256=sha256, model_version=model_version)
+        .first()
+    )
+
+
+def queue_depth(*, model_version: str | None = None) -> int:
+    qs = Job.objects.filter(status=JobStatus.QUEUED)
+    return (qs.filter(model_version=model_version) if model_version else qs).count()
+
+
+def queued_jobs(*, waiting_seconds: float = 0.0, claimable_only: bool = False) -> QuerySet[Job]:
+    """Queued jobs created more than waiting_seconds ago, oldest first; with claimable_only,
+    not those waiting out a retry backoff."""
+    now = timezone.now()
+    qs = Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=now - timedelta(seconds=waiting_seconds))
+    if claimable_only:
+        qs = qs.exclude(available_at__gt=now)
+    return qs.order_by("created_at")
+
+
+def expired_leases(*, now: datetime | None = None, older_than_seconds: float = 0.0) -> QuerySet[Job]:
+    """Jobs in progress whose holder stopped renewing their lease (more than older_than_seconds ago)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=older_than_seconds)
+    return Job.objects.filter(status=JobStatus.IN_PROGRESS, lease_expires_at__lt=cutoff)
 
 
 def queue_state() -> dict:
@@ -65,16 +92,11 @@ def queue_state() -> dict:
     expired leases waiting for the reaper, live workers."""
     now = timezone.now()
     counts = list(job_status_counts().items())
-    oldest = (
-        Job.objects.filter(status=JobStatus.QUEUED)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-        .first()
-    )
+    oldest = queued_jobs().values_list("created_at", flat=True).first()
     return {
         "counts": counts,
         "oldest_queued_age": f"{(now - oldest).total_seconds():.0f} s" if oldest else None,
-        "expired_leases": Job.objects.filter(status=JobStatus.IN_PROGRESS, lease_expires_at__lt=now).count(),
+        "expired_leases": expired_leases(now=now).count(),
         "live_workers": live_workers().count(),
         "max_queue_depth": settings.MAX_QUEUE_DEPTH,
     }

@@ -1,13 +1,12 @@
 """Operator tool: requeue stuck or failed jobs, or fail them for good."""
 
 import uuid
-from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from backend.jobs import services
+from backend.jobs import selectors
 from backend.jobs.models import Job, JobStatus
+from backend.jobs.services import operators
 
 
 class Command(BaseCommand):
@@ -27,20 +26,19 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true")
 
     def handle(self, *args, ids, stuck_minutes, queued_minutes, include_failed, fail, dry_run, **options):
-        now = timezone.now()
         selected: list[uuid.UUID] = []
         try:
             selected += [uuid.UUID(i) for i in ids]
         except ValueError as exc:
             raise CommandError(f"bad job id: {exc}") from exc
         if stuck_minutes is not None:
-            selected += Job.objects.filter(
-                status=JobStatus.IN_PROGRESS, lease_expires_at__lt=now - timedelta(minutes=stuck_minutes)
-            ).values_list("id", flat=True)
+            selected += selectors.expired_leases(older_than_seconds=stuck_minutes * 60).values_list(
+                "id", flat=True
+            )
         if queued_minutes is not None:
-            selected += Job.objects.filter(
-                status=JobStatus.QUEUED, created_at__lt=now - timedelta(minutes=queued_minutes)
-            ).values_list("id", flat=True)
+            selected += selectors.queued_jobs(waiting_seconds=queued_minutes * 60).values_list(
+                "id", flat=True
+            )
         if not selected:
             raise CommandError("no jobs selected: give --ids, --stuck-minutes or --queued-minutes")
         selected = list(dict.fromkeys(selected))
@@ -49,9 +47,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"{job.id} {job.status} attempts={job.attempts} {job.error_code}")
             return
         if fail:
-            n = services.job_fail_by_operator(job_ids=selected, reason=fail)
+            n = operators.job_fail_by_operator(job_ids=selected, reason=fail)
             self.stdout.write(f"failed {n} of {len(selected)} jobs")
             return
         statuses = (JobStatus.QUEUED, JobStatus.IN_PROGRESS) + ((JobStatus.FAILED,) if include_failed else ())
-        done = services.job_requeue(job_ids=selected, statuses=statuses)
+        done = operators.job_requeue(job_ids=selected, statuses=statuses)
         self.stdout.write(f"requeued {len(done)} of {len(selected)} jobs")

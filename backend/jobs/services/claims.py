@@ -1,0 +1,224 @@
+"""The worker's side of a job: claim a batch, then store its results, fail it, retry it
+later, or release it. Every move is guarded by the batch's claim token, so a worker
+whose lease expired (and whose jobs went to someone else) can change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from backend.jobs.dispatch import wake_workers
+from backend.jobs.models import Job, JobResult, JobStatus, Transition
+from backend.jobs.services.transitions import ERROR_CODE_MAX, ERROR_MESSAGE_MAX, to_queue, to_terminal
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClaimedBatch:
+    batch_id: uuid.UUID
+    claim_token: uuid.UUID
+    worker_id: str
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def job_ids(self) -> list[uuid.UUID]:
+        return [j.id for j in self.jobs]
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    job_id: uuid.UUID
+    probabilities: dict[str, float]
+    provenance: dict[str, Any]
+    timings: dict[str, Any]
+
+
+def _db_uuid(value: uuid.UUID) -> Any:
+    return Job._meta.get_field("claim_token").get_db_prep_value(value, connection)
+
+
+def _db_dt(value) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+# One statement picks and moves the rows. PostgreSQL: FOR UPDATE SKIP LOCKED skips rows
+# another claimer holds. SQLite (the embedded default) has no row locks but runs the
+# statement under its single writer lock; the status guard keeps it exact there too.
+_CLAIM_SQL = """
+WITH picked AS (
+    SELECT id FROM jobs_job
+    WHERE status = '{queued}' AND model_version = %s
+      AND (available_at IS NULL OR available_at <= %s)
+      AND attempts {attempts}
+    ORDER BY created_at
+    LIMIT %s
+    {lock}
+)
+UPDATE jobs_job
+SET status = '{in_progress}', attempts = attempts + 1, started_at = %s,
+    claimed_by = %s, claim_token = %s, lease_expires_at = %s, batch_id = %s
+WHERE id IN (SELECT id FROM picked) AND status = '{queued}'
+RETURNING id
+"""
+
+
+def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> ClaimedBatch:
+    """Claim up to max_size queued jobs in at most three queries, whatever the batch size:
+    the retried-jobs pass, the fresh-jobs pass (only when the first found nothing), and
+    the read of the claimed rows.
+
+    A job that was attempted before (its worker died, hung or hit a transient
+    error) is claimed alone: if it is the poison that killed its batch, it can
+    only take itself down next time, and its batch mates run without it.
+    """
+    now = timezone.now()
+    batch = ClaimedBatch(batch_id=uuid.uuid4(), claim_token=uuid.uuid4(), worker_id=worker_id)
+    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    lease = now + timedelta(seconds=settings.LEASE_SECONDS)
+    params_tail = [
+        _db_dt(now),
+        worker_id,
+        _db_uuid(batch.claim_token),
+        _db_dt(lease),
+        _db_uuid(batch.batch_id),
+    ]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            claimed = 0
+            for attempts, limit in (("> 0", 1), ("= 0", max_size)):
+                cursor.execute(
+                    _CLAIM_SQL.format(
+                        lock=lock,
+                        attempts=attempts,
+                        queued=JobStatus.QUEUED,
+                        in_progress=JobStatus.IN_PROGRESS,
+                    ),
+                    [model_version, _db_dt(now), limit, *params_tail],
+                )
+                # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
+                # that starts with WITH.
+                claimed = len(cursor.fetchall())
+                if claimed:
+                    break
+        if claimed:
+            batch.jobs = list(Job.objects.filter(claim_token=batch.claim_token).order_by("created_at"))
+    return batch
+
+
+def _held(job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> QuerySet[Job]:
+    """The guard of every move a worker makes: still in progress, still under this claim."""
+    return Job.objects.filter(id__in=job_ids, status=JobStatus.IN_PROGRESS, claim_token=claim_token)
+
+
+def job_store_results(*, batch: ClaimedBatch, outcomes: list[InferenceOutcome]) -> list[uuid.UUID]:
+    """Store results and move their jobs to SUCCEEDED, for jobs this claim still holds.
+
+    Rows are locked first, so a reaper cannot requeue a job between our check
+    and our write; a job whose claim token changed (its lease expired and it
+    was reclaimed) is skipped and its late result dropped.
+    """
+    if not outcomes:
+        return []
+    by_id = {o.job_id: o for o in outcomes}
+    with transaction.atomic():
+        held = list(_held(list(by_id), batch.claim_token).select_for_update().values_list("id", flat=True))
+        if held:
+            JobResult.objects.bulk_create(
+                [
+                    JobResult(
+                        job_id=job_id,
+                        probabilities=by_id[job_id].probabilities,
+                        provenance=by_id[job_id].provenance,
+                        timings=by_id[job_id].timings,
+                    )
+                    for job_id in held
+                ]
+            )
+            updated = to_terminal(
+                _held(held, batch.claim_token), transition=Transition.STORE, status=JobStatus.SUCCEEDED
+            )
+            if updated != len(held):  # rows are locked: this would be a bug, never a race
+                raise RuntimeError(f"stored {len(held)} results but updated {updated} jobs")
+    dropped = set(by_id) - set(held)
+    if dropped:
+        logger.warning(
+            "event=results_dropped batch_id=%s job_ids=%s reason=claim_lost",
+            batch.batch_id,
+            ",".join(map(str, dropped)),
+        )
+    return held
+
+
+def job_fail(*, job_id: uuid.UUID, claim_token: uuid.UUID, code: str, message: str) -> bool:
+    """Fail one job held by this claim (its image cannot be run). False when the claim was lost."""
+    return (
+        to_terminal(
+            _held([job_id], claim_token),
+            transition=Transition.FAIL,
+            status=JobStatus.FAILED,
+            error_code=code,
+            error_message=message,
+            expected=1,
+        )
+        == 1
+    )
+
+
+def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
+    """Give claimed jobs back to the queue unrun (shutdown, a batch claimed ahead), undoing
+    the attempt."""
+    released = to_queue(
+        _held(job_ids, claim_token),
+        transition=Transition.RELEASE,
+        expected=len(job_ids),
+        attempts=F("attempts") - 1,
+        started_at=None,
+    )
+    if released:
+        wake_workers(job_ids)
+    return released
+
+
+def _backoff_seconds(attempts: int) -> float:
+    return settings.RETRY_BACKOFF_SECONDS * (2 ** max(attempts - 1, 0))
+
+
+def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: str, message: str) -> dict:
+    """After a transient error: back to the queue with exponential backoff, or FAILED once
+    MAX_ATTEMPTS is reached."""
+    now = timezone.now()
+    held = _held(job_ids, claim_token)
+    failed = to_terminal(
+        held.filter(attempts__gte=settings.MAX_ATTEMPTS),
+        transition=Transition.RETRY_LATER,
+        status=JobStatus.FAILED,
+        error_code=code,
+        error_message=f"gave up after {settings.MAX_ATTEMPTS} attempts: {message}",
+        now=now,
+    )
+    requeued = 0
+    for attempts in sorted(set(held.values_list("attempts", flat=True))):
+        requeued += to_queue(
+            held.filter(attempts=attempts),
+            transition=Transition.RETRY_LATER,
+            error_code=code[:ERROR_CODE_MAX],
+            error_message=message[:ERROR_MESSAGE_MAX],
+            available_at=now + timedelta(seconds=_backoff_seconds(attempts)),
+        )
+    if requeued + failed < len(job_ids):
+        logger.warning(
+            "event=transition_guard_missed transition=retry_later expected=%d updated=%d",
+            len(job_ids),
+            requeued + failed,
+        )
+    return {"requeued": requeued, "failed": failed}

@@ -1,0 +1,150 @@
+"""Upload -> job: validate, deduplicate, honour Idempotency-Key, refuse when the queue is full.
+
+A cache hit (the same bytes already analysed, or queued, for the same model)
+is answered before the image is decoded or the queue depth is looked at. The
+job row is committed before its wake-up is sent (dispatch.wake_workers).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+
+from backend.jobs import errors, images, selectors
+from backend.jobs.dispatch import wake_workers
+from backend.jobs.model_identity import current_model_version
+from backend.jobs.models import IdempotencyKey, Job
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobCreateOutcome:
+    job: Job
+    deduplicated: bool
+
+
+def job_create(
+    *,
+    upload: UploadedFile,
+    original_filename: str = "",
+    content_type: str = "",
+    idempotency_key: str | None = None,
+) -> JobCreateOutcome:
+    """Create a job for an upload, or return the live job for the same bytes and model.
+
+    With an Idempotency-Key, a replay returns the job the key first answered
+    with, and the key with different bytes is refused (409).
+    """
+    data = images.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
+    sha256 = images.sha256_of(data)
+
+    def create() -> JobCreateOutcome:
+        return _create_or_dedup(
+            data=data, sha256=sha256, original_filename=original_filename, content_type=content_type
+        )
+
+    if not idempotency_key:
+        return create()
+    key_job, first_use = _claim_idempotency_key(key=idempotency_key, sha256=sha256)
+    if key_job is not None:
+        return JobCreateOutcome(job=key_job, deduplicated=True)
+    if not first_use:
+        # The first request with this key is still in flight: these are the same bytes, so
+        # dedup returns its job. The key stays the first request's to bind or to free.
+        return create()
+    try:
+        outcome = create()
+    except BaseException:
+        # Nothing was accepted under this key: free it so the client can retry.
+        IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).delete()
+        raise
+    IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).update(job=outcome.job)
+    return outcome
+
+
+def _claim_idempotency_key(*, key: str, sha256: str) -> tuple[Job | None, bool]:
+    """Record the key for these bytes: (None, True) for a first use, else (the key's job or
+    None while the first request is in flight, False)."""
+    if not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        raise errors.InvalidIdempotencyKey()
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(key=key, request_sha256=sha256)
+        return None, True
+    except IntegrityError:
+        existing = IdempotencyKey.objects.select_related("job__result").filter(key=key).first()
+    if existing is None:
+        # The first request failed and freed the key between our insert and this read.
+        raise errors.IdempotencyKeyBusy(retry_after=1)
+    if existing.request_sha256 != sha256:
+        raise errors.IdempotencyKeyReused(details={"idempotency_key": key})
+    return existing.job, False
+
+
+def _create_or_dedup(
+    *, data: bytes, sha256: str, original_filename: str, content_type: str
+) -> JobCreateOutcome:
+    model_version = current_model_version()
+    existing = selectors.live_job(sha256=sha256, model_version=model_version)
+    if existing is not None:
+        return JobCreateOutcome(job=existing, deduplicated=True)
+
+    _check_backpressure()
+    # Validated and de-identified: info.stored_bytes, not the upload, is what rests on disk.
+    info = images.accept_image(
+        data,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        min_side=settings.IMAGE_MIN_SIDE,
+        dicom_max_header_bytes=settings.DICOM_MAX_HEADER_BYTES,
+        dicom_accept_burned_in=settings.DICOM_ACCEPT_BURNED_IN_ANNOTATION,
+    )
+    job = Job(
+        sha256=sha256,
+        model_version=model_version,
+        original_filename=images.stored_filename(original_filename, keep=settings.STORE_ORIGINAL_FILENAME),
+        content_type=images.stored_content_type(content_type),
+        image_format=info.image_format,
+        size_bytes=len(data),
+        acquisition=info.acquisition,
+    )
+    job.upload.save(f"{job.id}.{info.extension}", ContentFile(info.stored_bytes), save=False)
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            wake_workers([job.id])
+    except IntegrityError:
+        job.upload.delete(save=False)
+        winner = selectors.live_job(sha256=sha256, model_version=model_version)
+        if winner is None:  # the winner failed in between: vanishingly rare, let the client retry
+            raise
+        return JobCreateOutcome(job=winner, deduplicated=True)
+    except BaseException:
+        job.upload.delete(save=False)
+        raise
+    logger.info(
+        "event=job_created job_id=%s sha256=%s format=%s bytes=%d",
+        job.id,
+        sha256[:12],
+        info.image_format,
+        len(data),
+    )
+    return JobCreateOutcome(job=job, deduplicated=False)
+
+
+def _check_backpressure() -> None:
+    """Refuse new inference work (503) while the queue is over MAX_QUEUE_DEPTH."""
+    limit = settings.MAX_QUEUE_DEPTH
+    if limit <= 0:
+        return
+    depth = selectors.queue_depth()
+    if depth >= limit:
+        raise errors.QueueFull(
+            details={"queue_depth": depth, "max_queue_depth": limit},
+            retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
+        )

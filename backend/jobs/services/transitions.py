@@ -1,0 +1,88 @@
+"""The two ways a job's status changes after its claim: back to the queue, or to an end.
+
+Every service that moves a job calls one of these with a queryset already
+guarded by the statuses (and claim token) the move is allowed from, so each
+move is one `UPDATE ... WHERE id IN (...) AND status IN (allowed) ...`; nothing
+reads a status and writes it back. The fields set are the same every time:
+
+- to the queue: nobody holds the job (claim fields cleared);
+- to an end (SUCCEEDED or FAILED): finished_at set, token and lease cleared
+  (claimed_by and batch_id stay as the record of the last holder), and the
+  error fields set on failure and cleared on success, so a job that succeeded
+  after a lease expiry or a retry carries no stale error.
+
+When a guard matches fewer rows than the caller expected, the move is logged
+with its name: somebody else moved the job first (a reaper, an operator), or
+the claim was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from backend.jobs.models import Job, JobStatus, Transition
+
+logger = logging.getLogger(__name__)
+
+ERROR_CODE_MAX = 64
+ERROR_MESSAGE_MAX = 2000
+
+# What "nobody holds this job" means: set whenever a job goes back to the queue.
+UNCLAIMED: dict[str, Any] = {
+    "claimed_by": "",
+    "claim_token": None,
+    "lease_expires_at": None,
+    "batch_id": None,
+}
+# On a terminal move the holder's token and lease go; who ran it last stays for the record.
+_RELEASED = {"claim_token": None, "lease_expires_at": None}
+
+
+def _checked(updated: int, *, expected: int | None, transition: Transition) -> int:
+    if expected is not None and updated < expected:
+        logger.warning(
+            "event=transition_guard_missed transition=%s expected=%d updated=%d",
+            transition.value,
+            expected,
+            updated,
+        )
+    return updated
+
+
+def to_queue(
+    jobs: QuerySet[Job], *, transition: Transition, expected: int | None = None, **fields: Any
+) -> int:
+    """Put guarded jobs back in the queue, unclaimed. `fields`: attempts, backoff, error, ..."""
+    assert transition in Transition.requeues(), transition
+    updated = jobs.update(status=JobStatus.QUEUED, **UNCLAIMED, **fields)
+    return _checked(updated, expected=expected, transition=transition)
+
+
+def to_terminal(
+    jobs: QuerySet[Job],
+    *,
+    transition: Transition,
+    status: JobStatus,
+    error_code: str = "",
+    error_message: str = "",
+    expected: int | None = None,
+    now: datetime | None = None,
+    **fields: Any,
+) -> int:
+    """Finish guarded jobs: SUCCEEDED (no error) or FAILED (with a code and message)."""
+    assert status in (JobStatus.SUCCEEDED, JobStatus.FAILED), status
+    assert (status == JobStatus.FAILED) == bool(error_code), "a failure has a code, a success none"
+    updated = jobs.update(
+        status=status,
+        finished_at=now or timezone.now(),
+        error_code=error_code[:ERROR_CODE_MAX],
+        error_message=error_message[:ERROR_MESSAGE_MAX],
+        **_RELEASED,
+        **fields,
+    )
+    return _checked(updated, expected=expected, transition=transition)
