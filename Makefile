@@ -22,14 +22,14 @@ run: install
 	$(PY) manage.py runstack --port $(PORT)
 
 worker: install
-	$(VENV)/bin/celery -A worker.celery_app worker --loglevel=INFO --without-gossip --without-mingle --without-heartbeat
+	$(PY) -m worker
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check backend worker tests loadtest
-	$(VENV)/bin/ruff format --check backend worker tests loadtest
+	$(VENV)/bin/ruff check backend worker tools tests loadtest
+	$(VENV)/bin/ruff format --check backend worker tools tests loadtest
 
 # The load test: reference and cxrq, 10 and 20 users, 120 s each, plus the step test.
 LOADTEST_ARGS ?= --step
@@ -45,7 +45,7 @@ BENCH_ARGS ?= --out var/bench.json --plot var/bench.png
 TUNE_ARGS ?=
 .PHONY: tune
 bench: install
-	$(PY) -m worker.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 tune: install
-	$(PY) -m worker.tune $(TUNE_ARGS)
+	$(PY) -m tools.tune $(TUNE_ARGS)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from backend.core.health import HealthApi
+from backend.jobs.health import HealthApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -36,6 +36,8 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
+        # A refused request is one line with its code, never a traceback: it is the client's error.
+        logger.info("event=request_refused status=%d code=%s", exc.status_code, exc.code)
         return Response(
             error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers
         )

@@ -30,11 +30,6 @@ class ApplicationError(Exception):
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
-class ValidationFailed(ApplicationError):
-    code = "validation_error"
-    status_code = 400
-
-
 class NotFound(ApplicationError):
     code = "not_found"
     status_code = 404

@@ -9,13 +9,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.jobs import errors, selectors, services
+from backend.jobs import errors, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer
+from backend.jobs.services import intake
 from backend.jobs.throttling import UploadRateThrottle
 
 # Multipart framing on top of the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _content_length(request: Request) -> int:
+    raw = (request.META.get("CONTENT_LENGTH") or "0").strip()
+    if not raw.isdigit() or not raw.isascii():
+        raise errors.InvalidContentLength(details={"content_length": raw[:64]})
+    return int(raw)
 
 
 class JobPagination(PageNumberPagination):
@@ -28,14 +36,14 @@ class JobCollectionApi(APIView):
     throttle_classes = [UploadRateThrottle]
 
     def post(self, request: Request) -> Response:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = _content_length(request)
         if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
             # Refuse before Django spools the body to disk.
             raise errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared})
         upload = request.FILES.get("image")
         if upload is None:
             raise errors.MissingImage()
-        outcome = services.job_create(
+        outcome = intake.job_create(
             upload=upload,
             original_filename=upload.name or "",
             content_type=upload.content_type or "",

@@ -18,7 +18,8 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-PROCESS_TASK = "cxrq.process_jobs"
+# The one name of the worker's task (worker/tasks.py registers it under this name).
+PROCESS_JOBS_TASK = "cxrq.process_jobs"
 BROKER_RETRY_SECONDS = 5.0
 
 _lock = threading.Lock()
@@ -34,21 +35,16 @@ def _send(job_ids: list[str]) -> bool:
     if broker_recently_down():
         logger.info("event=wakeup_skipped reason=broker_down job_ids=%s", ",".join(job_ids))
         return False
-    from worker.celery_app import app
+    from backend.celery_app import app
 
     try:
-        app.send_task(PROCESS_TASK, args=[job_ids], retry=False, queue=app.conf.task_default_queue)
+        app.send_task(PROCESS_JOBS_TASK, args=[job_ids], retry=False, queue=app.conf.task_default_queue)
     except Exception as exc:  # noqa: BLE001 - broker down: the job stays QUEUED in the database
         with _lock:
             _broker_down_until = time.monotonic() + BROKER_RETRY_SECONDS
         logger.warning("event=wakeup_failed job_ids=%s error=%r", ",".join(job_ids), exc)
         return False
     return True
-
-
-def reset_circuit() -> None:
-    global _broker_down_until
-    _broker_down_until = 0.0
 
 
 def wake_workers(job_ids: Iterable[UUID | str]) -> None:

@@ -3,17 +3,24 @@
 Every variable is listed with its default in docs/operations.md. With no
 DATABASE_URL / CELERY_BROKER_URL set, the project runs on an embedded default
 (SQLite + kombu's filesystem transport) so `make run` needs no services.
+
+Settings are named like the variable they read, less its CXRQ_ prefix
+(CXRQ_LEASE_SECONDS -> LEASE_SECONDS). Django's and Celery's own names are kept
+where a library reads them (MEDIA_ROOT, CELERY_*). Nothing here touches a file
+or a socket: reading the environment is all an import does.
 """
 
+import re
 from pathlib import Path
 
 import environ
-
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(environ.Env().str("CXRQ_VAR_DIR", default=str(BASE_DIR / "var")))
+from django.core.exceptions import ImproperlyConfigured
 
 env = environ.Env()
-VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, media and broker folders of the embedded default
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# SQLite file, media, model cache and broker folders of the embedded default (created at start).
+VAR_DIR = Path(env.str("CXRQ_VAR_DIR", default=str(BASE_DIR / "var")))
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -113,60 +120,126 @@ REST_FRAMEWORK = {
 }
 
 # Shared counters for rate limits: Redis when configured, else per-process memory.
-_CACHE_URL = env.str("CXRQ_CACHE_URL", default="")
+CACHE_URL = env.str("CXRQ_CACHE_URL", default="")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": _CACHE_URL,
+        "LOCATION": CACHE_URL,
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
-    if _CACHE_URL
+    if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cxrq"}
 }
 
-# --- Celery (the broker only carries wake-up calls; PostgreSQL holds job state) ---
+# --- Celery: read by backend/celery_app.py (namespace CELERY). The broker carries wake-up
+# calls only; job state is in the database, so these aim at "never lose a wake-up silently,
+# never run one twice at once" rather than exactly-once delivery, which the claim gives.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-CELERY_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
-CELERY_BROKER_FS_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
+CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
+BROKER_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# A wake-up is acknowledged after it ran: a worker that dies mid-batch leaves it for
+# another worker. Duplicate wake-ups are harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        # kombu's default is ./control in the working directory; keep it with the broker.
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+        "polling_interval": 0.05,
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Above the longest drain: Redis redelivers unacknowledged messages after this.
+        "visibility_timeout": 3600,
+        # The web process must never block an upload on a dead broker.
+        "socket_connect_timeout": 1,
+        "socket_timeout": 5,
+        "max_retries": 1,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("CXRQ_IMAGE_MAX_PIXELS", default=50_000_000)
 IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
+UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
+MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
+QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("CXRQ_QUEUE_FULL_RETRY_AFTER_SECONDS", default=5)
 
-# --- Batching ---
-BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=8)
-BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=20)
+# --- Image intake (docs/intake.md) ---
+# Everything before a DICOM file's pixel data is parsed from at most this many bytes.
+DICOM_MAX_HEADER_BYTES = env.int("CXRQ_DICOM_MAX_HEADER_BYTES", default=4 * 1024 * 1024)
+# Apply the VOI LUT (window / LUT sequence) like xrv.utils.read_xray_dcm(voi_lut=True).
+# Off by default, as in torchxrayvision; turning it on changes the model version.
+DICOM_APPLY_VOI_LUT = env.bool("CXRQ_DICOM_APPLY_VOI_LUT", default=False)
+# Burned In Annotation = YES means identifying text in the pixels: refused unless this is on.
+DICOM_ACCEPT_BURNED_IN_ANNOTATION = env.bool("CXRQ_DICOM_ACCEPT_BURNED_IN_ANNOTATION", default=False)
+# Upload file names often carry a patient's name or ID: stored only when this is on.
+STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False)
+
+# --- Leases, retries, sweeping (docs/reliability.md) ---
 LEASE_SECONDS = env.float("CXRQ_LEASE_SECONDS", default=60.0)
-# --- Reliability (docs/reliability.md) ---
 MAX_ATTEMPTS = env.int("CXRQ_MAX_ATTEMPTS", default=3)
 RETRY_BACKOFF_SECONDS = env.float("CXRQ_RETRY_BACKOFF_SECONDS", default=2.0)
 SWEEP_AFTER_SECONDS = env.float("CXRQ_SWEEP_AFTER_SECONDS", default=10.0)
 DRAIN_MAX_SECONDS = env.float("CXRQ_DRAIN_MAX_SECONDS", default=10.0)
 BATCH_TIME_LIMIT_SECONDS = env.int("CXRQ_BATCH_TIME_LIMIT_SECONDS", default=120)
-MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
-QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("CXRQ_QUEUE_FULL_RETRY_AFTER_SECONDS", default=5)
-UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
-# Test-only stand-in for the model (worker/runtime/fake.py); production refuses it.
-MODEL_FAKE = env.bool("CXRQ_MODEL_FAKE", default=False)
-FAKE_BATCH_MS = env.float("CXRQ_FAKE_BATCH_MS", default=5.0)
-FAKE_IMAGE_MS = env.float("CXRQ_FAKE_IMAGE_MS", default=1.0)
-FAKE_POISON = env.str("CXRQ_FAKE_POISON", default="")
 WORKER_HEARTBEAT_SECONDS = env.float("CXRQ_WORKER_HEARTBEAT_SECONDS", default=5.0)
 WORKER_LIVE_SECONDS = env.float("CXRQ_WORKER_LIVE_SECONDS", default=30.0)
 
-# --- Model ---
-# Path to the official densenet121-res224-all weights. Empty: look in
-# torchxrayvision's cache (~/.torchxrayvision/models_data/).
+# --- Model (docs/operations.md#model-weights) ---
+# The sha256 of the official densenet121-res224-all weights. Set: the worker loads that
+# file (CXRQ_MODEL_WEIGHTS_PATH, else torchxrayvision's cache) and verifies it before
+# unpickling. Empty: the deterministic untrained fallback, where MODEL_ALLOW_FALLBACK.
+MODEL_WEIGHTS_SHA256 = env.str("CXRQ_MODEL_WEIGHTS_SHA256", default="").lower()
 MODEL_WEIGHTS_PATH = env.str("CXRQ_MODEL_WEIGHTS_PATH", default="")
-MODEL_WEIGHTS_SHA256 = env.str("CXRQ_MODEL_WEIGHTS_SHA256", default="")
-# dev/test: run the deterministic fallback model when no weights are present.
+if MODEL_WEIGHTS_SHA256 and not re.fullmatch(r"[0-9a-f]{64}", MODEL_WEIGHTS_SHA256):
+    raise ImproperlyConfigured("CXRQ_MODEL_WEIGHTS_SHA256 must be a 64-hex-digit sha256")
+if MODEL_WEIGHTS_PATH and not MODEL_WEIGHTS_SHA256:
+    raise ImproperlyConfigured(
+        "CXRQ_MODEL_WEIGHTS_PATH is set without CXRQ_MODEL_WEIGHTS_SHA256: set the sha256 of the official file"
+    )
 MODEL_ALLOW_FALLBACK = env.bool("CXRQ_MODEL_ALLOW_FALLBACK", default=True)
 MODEL_CACHE_DIR = Path(env.str("CXRQ_MODEL_CACHE_DIR", default=str(VAR_DIR / "models")))
 MODEL_CALIBRATION_DIR = Path(
     env.str("CXRQ_MODEL_CALIBRATION_DIR", default=str(BASE_DIR / "tests" / "data" / "cxr"))
 )
-TORCH_THREADS = env.int("CXRQ_TORCH_THREADS", default=0)  # 0: one per core
+# Test-only stand-in for the model (worker/runtime/fake.py); production refuses it.
+MODEL_FAKE = env.bool("CXRQ_MODEL_FAKE", default=False)
+FAKE_BATCH_MS = env.float("CXRQ_FAKE_BATCH_MS", default=5.0)
+FAKE_IMAGE_MS = env.float("CXRQ_FAKE_IMAGE_MS", default=1.0)
+FAKE_POISON = env.str("CXRQ_FAKE_POISON", default="")
+
+# --- Inference engine (docs/performance.md) ---
+# fp32, or fast: bf16 (CPU) / fp16 (CUDA) and reduced-scale JPEG decoding, kept only when the
+# guard measures max |dprob| <= FAST_MAX_ABS_DIFF on the calibration images at start.
+PRECISION = env.str("CXRQ_PRECISION", default="fp32")
+FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
+FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)
+DEVICE = env.str("CXRQ_DEVICE", default="auto")  # auto: CUDA when torch sees a GPU
+# "exact" (the fast exact path) or "reference" (torchxrayvision's scikit-image pipeline,
+# for side-by-side load tests against the reference system).
+PREPROCESS = env.str("CXRQ_PREPROCESS", default="exact")
+# Unset (None): the value `make tune` measured best for this precision, from TUNED_CONFIG
+# (worker/runtime/tuned.py reads it in the worker), else the built-in default there.
+TUNED_CONFIG = Path(env.str("CXRQ_TUNED_CONFIG", default=str(BASE_DIR / "worker" / "runtime" / "tuned.json")))
+BACKEND = env.str("CXRQ_BACKEND", default=None)  # onnxruntime | openvino | torch
+TORCH_THREADS = env.int("CXRQ_TORCH_THREADS", default=None)  # every backend's; 0: one per core
+PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=None)
+BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=None)
+BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=None)
+WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=None)  # worker processes per `celery worker`
 
 LOG_LEVEL = env.str("CXRQ_LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -184,51 +257,9 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "celery": {"level": "INFO"},
+        # pydicom logs every decoder plugin that fails on a frame at ERROR, with a traceback,
+        # before trying the next one. A file no plugin decodes is refused (4xx) and logged
+        # once as event=request_refused with its code; a worker fails the job with its code.
+        "pydicom.pixels.decoders": {"level": "CRITICAL"},
     },
 }
-
-# --- Clinical image intake (issue 4; docs/intake.md) ---
-# Everything before a DICOM file's pixel data is parsed from at most this many bytes.
-DICOM_MAX_HEADER_BYTES = env.int("CXRQ_DICOM_MAX_HEADER_BYTES", default=4 * 1024 * 1024)
-# Apply the VOI LUT (window / LUT sequence) like xrv.utils.read_xray_dcm(voi_lut=True).
-# Off by default, as in torchxrayvision; turning it on changes the model version.
-DICOM_APPLY_VOI_LUT = env.bool("CXRQ_DICOM_APPLY_VOI_LUT", default=False)
-# Burned In Annotation = YES means identifying text in the pixels: refused unless this is on.
-DICOM_ACCEPT_BURNED_IN_ANNOTATION = env.bool("CXRQ_DICOM_ACCEPT_BURNED_IN_ANNOTATION", default=False)
-# Upload file names often carry a patient's name or ID: stored only when this is on.
-STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False)
-
-# --- Inference engine (issue 5; docs/performance.md) -------------------------------
-# The tuner (`make tune`) writes the measured best BATCH_MAX_SIZE, BATCH_MAX_WAIT_MS,
-# threads, preprocessing workers, worker concurrency and backend for this machine to
-# CXRQ_TUNED_CONFIG, one configuration for fp32 and one for fast mode; those become the
-# defaults here. An environment variable still wins.
-import json as _json  # noqa: E402
-
-# fp32, or fast: bf16 (CPU) / fp16 (CUDA) and reduced-scale JPEG decoding, kept only when the
-# guard measures max |dprob| <= CXRQ_FAST_MAX_ABS_DIFF on the calibration images at start.
-INFERENCE_PRECISION = env.str("CXRQ_PRECISION", default="fp32")
-FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
-FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)
-TUNED_CONFIG_PATH = Path(
-    env.str("CXRQ_TUNED_CONFIG", default=str(BASE_DIR / "worker" / "runtime" / "tuned.json"))
-)
-try:
-    _TUNED_FILE = _json.loads(TUNED_CONFIG_PATH.read_text()) if TUNED_CONFIG_PATH.is_file() else {}
-    _TUNED = dict(_TUNED_FILE.get("config_fast" if INFERENCE_PRECISION == "fast" else "config") or {})
-    _TUNED = _TUNED or dict(_TUNED_FILE.get("config") or {})
-except (ValueError, OSError, AttributeError, TypeError):
-    _TUNED = {}
-BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=_TUNED.get("batch_max_size", BATCH_MAX_SIZE))
-BATCH_MAX_WAIT_MS = env.int(
-    "CXRQ_BATCH_MAX_WAIT_MS", default=_TUNED.get("batch_max_wait_ms", BATCH_MAX_WAIT_MS)
-)
-TORCH_THREADS = env.int("CXRQ_TORCH_THREADS", default=_TUNED.get("threads", TORCH_THREADS))  # every backend's
-PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=_TUNED.get("preprocess_workers", 1))
-WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=_TUNED.get("worker_concurrency", 1))
-INFERENCE_BACKEND = env.str("CXRQ_BACKEND", default=_TUNED.get("backend", "onnxruntime"))
-INFERENCE_DEVICE = env.str("CXRQ_DEVICE", default="auto")  # auto: CUDA when torch sees a GPU
-
-# "exact" (default: the fast exact path) or "reference" (torchxrayvision's scikit-image
-# pipeline; the load test's seed-004 configuration).
-PREPROCESS_PIPELINE = env.str("CXRQ_PREPROCESS", default="exact")

@@ -1,13 +1,14 @@
 """Production: fail fast on unsafe configuration.
 
 Refuses to start with DEBUG on, the development secret key, the embedded
-database/broker, or without verified official model weights.
+database/broker, the test-only fake model, or without the sha256 of the official
+model weights (the worker then refuses to start unless the file it loads matches).
 """
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, env
+from .base import CELERY_BROKER_URL, DATABASES, MODEL_WEIGHTS_SHA256, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")  # no default: missing -> ImproperlyConfigured
@@ -19,19 +20,15 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("production needs DATABASE_URL pointing at PostgreSQL")
 if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("production needs CELERY_BROKER_URL pointing at Redis")
-
-MODEL_ALLOW_FALLBACK = False
 if env.bool("CXRQ_MODEL_FAKE", default=False):
     raise ImproperlyConfigured("CXRQ_MODEL_FAKE is for tests only")
+if not MODEL_WEIGHTS_SHA256:
+    raise ImproperlyConfigured(
+        "no model weights: set CXRQ_MODEL_WEIGHTS_SHA256 (and CXRQ_MODEL_WEIGHTS_PATH) to the official "
+        "densenet121-res224-all weights (docs/operations.md); the untrained fallback is refused here"
+    )
+MODEL_ALLOW_FALLBACK = False
 MODEL_FAKE = False
-# The web process checks that weights are configured (worker.model_identity);
-# the worker verifies their sha256 before unpickling and refuses to start otherwise.
-from worker.model_identity import require_official_weights  # noqa: E402
-
-require_official_weights(
-    weights_path=env.str("CXRQ_MODEL_WEIGHTS_PATH", default=""),
-    expected_sha256=env.str("CXRQ_MODEL_WEIGHTS_SHA256", default=""),
-)
 
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-
-from worker.command import celery_worker_argv
 
 
 class Command(BaseCommand):
@@ -42,10 +41,8 @@ class Command(BaseCommand):
                 ]
             )
         )
-        worker = subprocess.Popen(
-            celery_worker_argv(),
-            env=os.environ.copy(),
-        )
+        # The worker runs as its own process (`python -m worker`); the backend imports nothing of it.
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
         try:
             call_command("runserver", f"{host}:{port}", use_reloader=False, use_threading=True)
         finally:

@@ -1,4 +1,10 @@
-"""Health: database, broker and workers, each checked with a short timeout."""
+"""Health: database, broker and workers, each checked with a short timeout.
+
+Degraded (200, or 503 with ?strict=1) with a reason code for each problem:
+database_unavailable (503 always), broker_unavailable, no_live_worker,
+no_worker_for_model_version (workers are live, but none runs the model version
+that uploads are queued for: its jobs would wait for ever), queue_over_depth.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ from django.db import connection
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from backend.jobs import selectors
+from backend.jobs.model_identity import current_model_version
 
 
 def check_database() -> dict[str, Any]:
@@ -24,7 +33,7 @@ def check_database() -> dict[str, Any]:
 
 
 def check_broker() -> dict[str, Any]:
-    from worker.celery_app import app
+    from backend.celery_app import app
 
     started = time.perf_counter()
     transport = app.conf.broker_url.split("://", 1)[0]
@@ -37,8 +46,6 @@ def check_broker() -> dict[str, Any]:
 
 
 def check_workers() -> dict[str, Any]:
-    from backend.jobs import selectors
-
     try:
         workers = [
             {
@@ -47,7 +54,15 @@ def check_workers() -> dict[str, Any]:
                 "last_seen_at": w.last_seen_at.isoformat(),
                 **{
                     k: w.info.get(k)
-                    for k in ("backend", "precision", "precision_requested", "fast_guard", "weights")
+                    for k in (
+                        "backend",
+                        "precision",
+                        "precision_requested",
+                        "fast_guard",
+                        "weights",
+                        "batch_max_size",
+                        "batch_max_wait_ms",
+                    )
                 },
             }
             for w in selectors.live_workers()
@@ -55,9 +70,11 @@ def check_workers() -> dict[str, Any]:
         depth = selectors.queue_depth()
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         return {"ok": False, "error": type(exc).__name__}
+    serving = [w for w in workers if w["model_version"] == current_model_version()]
     return {
-        "ok": bool(workers),
+        "ok": bool(serving),
         "live": len(workers),
+        "serving_model_version": len(serving),
         "workers": workers,
         "queue_depth": depth,
         "max_queue_depth": settings.MAX_QUEUE_DEPTH,
@@ -72,6 +89,8 @@ def degraded_reasons(db: dict, broker: dict, workers: dict) -> list[str]:
         reasons.append("broker_unavailable")
     if db["ok"] and not workers.get("live"):
         reasons.append("no_live_worker")
+    elif db["ok"] and not workers.get("serving_model_version"):
+        reasons.append("no_worker_for_model_version")
     limit = settings.MAX_QUEUE_DEPTH
     if limit > 0 and workers.get("queue_depth", 0) >= limit:
         reasons.append("queue_over_depth")
@@ -95,20 +114,12 @@ class HealthApi(APIView):
             "database": db,
             "broker": broker,
             "workers": workers,
-            "model_version": _model_version(),
+            "model_version": current_model_version(),
             "limits": {
                 "upload_max_bytes": settings.UPLOAD_MAX_BYTES,
                 "image_max_pixels": settings.IMAGE_MAX_PIXELS,
-                "batch_max_size": settings.BATCH_MAX_SIZE,
-                "batch_max_wait_ms": settings.BATCH_MAX_WAIT_MS,
             },
         }
         # The database is required to serve anything; broker or workers down
         # still lets reads and cache hits work, so the API reports 200 degraded.
         return Response(body, status=503 if (not db["ok"] or (strict and reasons)) else 200)
-
-
-def _model_version() -> str:
-    from worker.model_identity import current_model_version
-
-    return current_model_version()
