@@ -8,7 +8,7 @@ DICOM follows torchxrayvision's reader, xrv.utils.read_xray_dcm, with its
 defaults: maxval = 2**BitsStored - 1, MONOCHROME1 inverted as maxval - data,
 VOI LUT off. CXRQ_DICOM_APPLY_VOI_LUT turns the VOI LUT on, exactly like
 read_xray_dcm(voi_lut=True); it is part of the model version
-(worker.model_identity.model_version_for) because it changes what the model sees.
+(backend.jobs.model_identity) because it changes what the model sees.
 """
 
 from __future__ import annotations

@@ -18,14 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.model_identity import (
-    MODEL_NAME,
-    PREPROCESS_VERSION,
-    model_version_for,
-    weights_spec_from_settings,
-)
-
-LABELS = [f"label_{i:02d}" for i in range(18)]
+from backend.jobs.model_identity import LABELS, MODEL_NAME, PREPROCESS_VERSION, current_model_version
+from worker.runtime.preprocess import preprocess
 
 
 class FakeBackend:
@@ -74,6 +68,20 @@ class FakeRuntime:
             "precision": self.backend.precision,
         }
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "precision": self.backend.precision,
+            "precision_requested": self.backend.precision,
+            "fast_guard": None,
+            "weights": self.weights,
+            "threads": 1,
+            "load_ms": round(self.load_ms),
+        }
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        return preprocess(data)  # the real exact pipeline: only the forward pass is faked
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.backend.predict(batch)
 
@@ -88,5 +96,5 @@ def load_fake_runtime() -> FakeRuntime:
         backend=FakeBackend(
             batch_ms=settings.FAKE_BATCH_MS, image_ms=settings.FAKE_IMAGE_MS, poison=settings.FAKE_POISON
         ),
-        model_version=model_version_for(weights_spec_from_settings()),
+        model_version=current_model_version(),
     )

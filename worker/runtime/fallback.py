@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worker.model_identity import FALLBACK_RECIPE_VERSION, PREPROCESS_VERSION
+from backend.jobs.model_identity import FALLBACK_RECIPE_VERSION, PREPROCESS_VERSION
 from worker.runtime import preprocess
 from worker.runtime.weights import file_sha256, new_densenet
 

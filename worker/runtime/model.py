@@ -7,9 +7,9 @@ builds the configured backend, runs the fast-mode guard when fast mode is
 asked for (worker/runtime/guard.py), and runs one warm-up batch before the
 worker takes work.
 
-Settings (docs/performance.md): CXRQ_BACKEND (onnxruntime | openvino | torch),
-CXRQ_DEVICE (auto | cpu | cuda), CXRQ_PRECISION (fp32 | fast),
-CXRQ_FAST_MAX_ABS_DIFF, CXRQ_FAST_PREPROCESS, CXRQ_TORCH_THREADS.
+Settings (docs/performance.md): the engine configuration (worker/runtime/tuned.py:
+backend, threads, precision, batch size), CXRQ_DEVICE (auto | cpu | cuda),
+CXRQ_FAST_MAX_ABS_DIFF, CXRQ_FAST_PREPROCESS, CXRQ_PREPROCESS.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.model_identity import (
+from backend.jobs.model_identity import (
     MODEL_NAME,
     PREPROCESS_VERSION,
     UNTRAINED,
-    model_version_for,
-    weights_spec_from_settings,
+    ModelIdentity,
+    current_identity,
 )
 from worker.runtime import export, fallback, guard, weights
 from worker.runtime.backends import (
@@ -48,6 +48,7 @@ from worker.runtime.backends import (
 from worker.runtime.decode import decode
 from worker.runtime.fast_preprocess import FAST_PREPROCESS_NAME, preprocess_fast
 from worker.runtime.preprocess import INPUT_SIZE, normalize, preprocess, reference_model_input
+from worker.runtime.tuned import EngineConfig, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class ModelRuntime:
     precision_requested: str = FP32
     fast_preprocessing: bool = False
     # The torchxrayvision reference pipeline (scikit-image), for the load test's
-    # `reference` configuration (seed 004's setup); same numbers to ~1e-4, far slower.
+    # `reference` configuration (the reference system's setup); same numbers to ~1e-4, far slower.
     reference_preprocessing: bool = False
     fast_guard: dict[str, Any] | None = None
 
@@ -99,6 +100,19 @@ class ModelRuntime:
         return (
             f"{PREPROCESS_VERSION}+{FAST_PREPROCESS_NAME}" if self.fast_preprocessing else PREPROCESS_VERSION
         )
+
+    def describe(self) -> dict[str, Any]:
+        """What a worker reports in its heartbeat (and so in health)."""
+        return {
+            "backend": self.backend.name,
+            "precision": self.backend.precision,
+            # Fast mode asked for but refused by its guard shows here, and so in health.
+            "precision_requested": self.precision_requested,
+            "fast_guard": self.fast_guard,
+            "weights": self.weights,
+            "threads": self.extra.get("threads"),
+            "load_ms": round(self.load_ms),
+        }
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Bytes -> model input, with the preprocessing this runtime's precision allows."""
@@ -138,19 +152,22 @@ class _Loaded:
     kind: str
 
 
-def _load_weights() -> tuple[_Loaded, Any]:
+def _load_weights(identity: ModelIdentity) -> _Loaded:
+    """The weights the identity names: the official file, verified, or the fallback."""
     from django.conf import settings
 
-    spec = weights_spec_from_settings()
-    if spec.is_official:
-        assert spec.path is not None
-        model = weights.load_official(spec.path, spec.sha256)
-        return _Loaded(model, spec.sha256, "official"), spec
+    path = weights.official_weights_path(
+        identity, configured_path=settings.MODEL_WEIGHTS_PATH, allow_fallback=settings.MODEL_ALLOW_FALLBACK
+    )
+    if path is not None:
+        return _Loaded(
+            weights.load_official(path, identity.weights_sha256), identity.weights_sha256, "official"
+        )
     model, sha = fallback.load_or_build(
         cache_dir=settings.MODEL_CACHE_DIR, calibration_dir=settings.MODEL_CALIBRATION_DIR
     )
     logger.warning("event=untrained_model weights=untrained sha256=%s results_marked=untrained", sha)
-    return _Loaded(model, sha, UNTRAINED), spec
+    return _Loaded(model, sha, UNTRAINED)
 
 
 class BackendFactory:
@@ -218,39 +235,42 @@ def _openvino_bf16() -> bool:
         return False
 
 
-def load_runtime() -> ModelRuntime:
+def load_runtime(config: EngineConfig | None = None) -> ModelRuntime:
+    """Load the model as `config` says (default: what a worker started now runs)."""
     from django.conf import settings
 
+    config = config or engine_config()
     started = time.perf_counter()
-    threads = configure_threads(settings.TORCH_THREADS)
-    device = resolve_device(settings.INFERENCE_DEVICE)
-    name, requested = settings.INFERENCE_BACKEND, settings.INFERENCE_PRECISION
+    threads = configure_threads(config.threads)
+    device = resolve_device(settings.DEVICE)
+    name, requested = config.backend, config.precision
     if name not in BACKENDS:
         raise ValueError(f"CXRQ_BACKEND={name!r}: choose one of {BACKENDS}")
     if requested not in PRECISIONS:
         raise ValueError(f"CXRQ_PRECISION={requested!r}: choose one of {PRECISIONS}")
-    loaded, spec = _load_weights()
+    identity = current_identity().replace(fast=requested == "fast")
+    loaded = _load_weights(identity)
     weights_ms = (time.perf_counter() - started) * 1000
     factory = BackendFactory(loaded, threads=threads, device=device, cache_dir=settings.MODEL_CACHE_DIR)
     backend = factory.exact(name)
     runtime = ModelRuntime(
         backend=backend,
         labels=list(loaded.model.targets),
-        model_version=model_version_for(spec),
+        model_version=identity.version,
         weights_sha256=loaded.sha256,
         weights=loaded.kind,
         load_ms=0.0,
         extra={"threads": threads, "device": device, "weights_ms": round(weights_ms)},
         precision_requested=requested,
-        reference_preprocessing=settings.PREPROCESS_PIPELINE == "reference",
+        reference_preprocessing=settings.PREPROCESS == "reference",
     )
     if requested == "fast":
-        _apply_fast_mode(runtime, factory, name=name)
+        _apply_fast_mode(runtime, factory, name=name, batch_size=config.batch_max_size)
     runtime.extra["export_ms"] = round(factory.export_ms)
     if runtime.backend.name != "torch":
         del loaded, factory  # the torch module is no longer needed: its memory goes back
         gc.collect()
-    runtime.warm_up(settings.BATCH_MAX_SIZE)
+    runtime.warm_up(config.batch_max_size)
     runtime.load_ms = (time.perf_counter() - started) * 1000
     logger.info(
         "event=model_loaded model_version=%s backend=%s precision=%s precision_requested=%s "
@@ -268,7 +288,7 @@ def load_runtime() -> ModelRuntime:
     return runtime
 
 
-def _apply_fast_mode(runtime: ModelRuntime, factory: BackendFactory, *, name: str) -> None:
+def _apply_fast_mode(runtime: ModelRuntime, factory: BackendFactory, *, name: str, batch_size: int) -> None:
     from django.conf import settings
 
     fast, why_not = factory.fast(name)
@@ -289,7 +309,7 @@ def _apply_fast_mode(runtime: ModelRuntime, factory: BackendFactory, *, name: st
             exact=(preprocess, runtime.backend.predict),
             fast=(fast_pre, fast.predict),
             limit=settings.FAST_MAX_ABS_DIFF,
-            batch_size=max(1, settings.BATCH_MAX_SIZE),
+            batch_size=max(1, batch_size),
         )
     runtime.fast_guard = {
         "backend": fast.name if fast else None,

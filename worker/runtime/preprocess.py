@@ -17,7 +17,7 @@ resize, onto 224 x 224 pixels instead of millions. Everything stays float32.
 The result equals the reference to float32 rounding (~1e-4 on the
 [-1024, 1024] scale; tests/runtime/test_preprocess.py).
 
-The version of this module is worker.model_identity.PREPROCESS_VERSION; it is
+The version of this module is backend.jobs.model_identity.PREPROCESS_VERSION; it is
 part of every result's provenance and of the dedup key.
 """
 
@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse
 
-from worker.model_identity import PREPROCESS_VERSION
+from backend.jobs.model_identity import PREPROCESS_VERSION
 from worker.runtime.decode import DecodeError, decode
 
 INPUT_SIZE = 224

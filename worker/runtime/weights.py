@@ -9,11 +9,14 @@ unpickled when it does not match.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
 
-from worker.model_identity import MODEL_NAME
+from backend.jobs.model_identity import MODEL_NAME, ModelIdentity, xrv_cache_path
+
+logger = logging.getLogger(__name__)
 
 
 class WeightsError(RuntimeError):
@@ -35,6 +38,37 @@ def verify(path: Path, expected_sha256: str) -> str:
             f"sha256 mismatch for {path}: expected {expected_sha256}, got {actual}; refusing to load"
         )
     return actual
+
+
+def official_weights_path(
+    identity: ModelIdentity, *, configured_path: str, allow_fallback: bool
+) -> Path | None:
+    """The official weights file this identity names, or None to run the untrained fallback.
+
+    The identity (from settings) already decided: a configured sha256 means the
+    official weights, which must then be on disk (CXRQ_MODEL_WEIGHTS_PATH, else
+    torchxrayvision's cache). Without one, a file found in the cache is not used:
+    the web process keys jobs by settings alone, so using it would make the
+    worker serve another model version than the one jobs are queued for.
+    """
+    candidate = Path(configured_path).expanduser() if configured_path else xrv_cache_path()
+    if identity.official:
+        if not candidate.is_file():
+            raise WeightsError(
+                f"CXRQ_MODEL_WEIGHTS_SHA256 is set but there is no weights file at {candidate}"
+            )
+        return candidate
+    if not allow_fallback:
+        raise WeightsError(
+            "no model weights configured (CXRQ_MODEL_WEIGHTS_SHA256): the untrained fallback is refused here"
+        )
+    if candidate.is_file():
+        logger.warning(
+            "event=weights_ignored path=%s reason=no_sha256_configured running=untrained "
+            "hint='set CXRQ_MODEL_WEIGHTS_SHA256 to the sha256 of the official file to use it'",
+            candidate,
+        )
+    return None
 
 
 def new_densenet() -> torch.nn.Module:

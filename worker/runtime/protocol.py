@@ -1,0 +1,31 @@
+"""What the worker needs of a model runtime. The real one (model.py) and the test stand-in
+(fake.py) both implement it; the inference handler (worker/handler.py) uses nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Runtime(Protocol):
+    model_version: str
+    labels: list[str]
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Stored bytes -> one model input (1 x 224 x 224, float32)."""
+        ...
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """N inputs -> N x len(labels) probabilities."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """What every result records about the model that produced it."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the worker reports in its heartbeat (backend, precision, weights, ...)."""
+        ...
+
+    def warm_up(self, batch_size: int) -> None: ...
