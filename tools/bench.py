@@ -1,0 +1,542 @@
+"""`make bench`: reference, default and fast side by side, in one process, on the sample X-rays.
+
+  reference  torch eager fp32, batch size 1, torchxrayvision's own preprocessing
+             (xrv normalize + XRayCenterCrop + XRayResizer): the reference system's setup
+  default    what cxrq ships: load_runtime() with the settings as they are
+             (tuned backend, batch size, threads, preprocessing workers)
+  fast       the same with CXRQ_PRECISION=fast (the guard decides, as in a worker)
+
+All three decode with worker.runtime.decode. default and fast run the
+worker's pipeline: batches of BATCH_MAX_SIZE, preprocessing in the pool, the
+next batch preprocessed while the model runs on this one. The configurations
+take turns round by round, so a noisy neighbour slows all three alike.
+Preprocessing alone is also timed image by image, reference and exact path
+interleaved in one thread (preprocess_speedup).
+
+The table goes to stdout; the last line is one JSON object. Cold start (a
+fresh process: imports, weights, ONNX export or its cache, backend, first
+result) and its RSS are measured in child processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "tests" / "data" / "cxr"
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
+    import django
+
+    django.setup()
+
+
+# --- the pipeline the worker runs, without the database ---------------------------------
+
+
+@dataclass
+class StreamStats:
+    images: int = 0
+    seconds: float = 0.0
+    preprocess_ms: list[float] = field(default_factory=list)  # per image
+    inference_ms: list[float] = field(default_factory=list)  # per image (batch time / size)
+    e2e_ms: list[float] = field(default_factory=list)  # per image: its batch's latency / size
+    batch_ms: list[float] = field(default_factory=list)  # preprocessing start -> probabilities
+    probs: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, other: StreamStats) -> None:
+        self.images += other.images
+        self.seconds += other.seconds
+        for name in ("preprocess_ms", "inference_ms", "e2e_ms", "batch_ms", "probs"):
+            getattr(self, name).extend(getattr(other, name))
+
+    @property
+    def img_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def run_stream(
+    images: Sequence[bytes],
+    *,
+    preprocess: Callable[[bytes], np.ndarray],
+    predict: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    pool,
+) -> StreamStats:
+    """Process the images like Processor.drain with a full queue (claim-ahead included)."""
+    stats = StreamStats()
+    batches = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+
+    def submit(batch: list[bytes]):
+        return time.perf_counter(), pool.submit(
+            [(i, (lambda d=d: d)) for i, d in enumerate(batch)], preprocess
+        )
+
+    started = time.perf_counter()
+    pending = submit(batches[0])
+    for k in range(len(batches)):
+        submitted, prepared = pending
+        outcomes = [outcome for _, outcome in prepared.results()]
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+        if k + 1 < len(batches) and pool.overlaps:
+            pending = submit(batches[k + 1])  # the worker's claim-ahead
+        x = np.stack([o.array for o in outcomes])
+        t0 = time.perf_counter()
+        probs = predict(x)
+        t1 = time.perf_counter()
+        n = len(outcomes)
+        stats.preprocess_ms += [o.ms for o in outcomes]
+        stats.inference_ms += [(t1 - t0) * 1000 / n] * n
+        stats.e2e_ms += [(t1 - submitted) * 1000 / n] * n
+        stats.batch_ms.append((t1 - submitted) * 1000)
+        stats.probs += list(probs)
+        if k + 1 < len(batches) and not pool.overlaps:
+            pending = submit(batches[k + 1])
+    stats.seconds = time.perf_counter() - started
+    stats.images = sum(len(b) for b in batches)
+    return stats
+
+
+# --- the three configurations ------------------------------------------------------------
+
+
+def load_samples(directory: Path = SAMPLES) -> tuple[list[str], list[bytes], list[str]]:
+    """Every sample file that decode() accepts; the others are named as skipped."""
+    from worker.runtime.decode import DecodeError, decode
+
+    names, data, skipped = [], [], []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".dcm"):
+            continue
+        raw = path.read_bytes()
+        try:
+            decode(raw)
+        except DecodeError as exc:
+            skipped.append(f"{path.name} ({exc.code})")
+            continue
+        names.append(path.name)
+        data.append(raw)
+    return names, data, skipped
+
+
+class Reference:
+    """The reference system's setup: xrv preprocessing, torch eager fp32, one image at a time."""
+
+    name = "reference"
+
+    def __init__(self, model, threads: int):
+        import torch
+
+        self.model, self.threads, self.torch = model.eval(), threads, torch
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        from worker.runtime.decode import decode
+        from worker.runtime.preprocess import normalize, reference_model_input
+
+        arr, maxval = decode(data)
+        return reference_model_input(normalize(arr, maxval))
+
+    def run(self, images: Sequence[bytes]) -> StreamStats:
+        torch = self.torch
+        torch.set_num_threads(self.threads)  # every core, as the seed ran it
+        stats = StreamStats()
+        started = time.perf_counter()
+        for data in images:
+            t0 = time.perf_counter()
+            x = self.preprocess(data)
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                probs = self.model(torch.from_numpy(x)[None]).numpy()
+            t2 = time.perf_counter()
+            stats.preprocess_ms.append((t1 - t0) * 1000)
+            stats.inference_ms.append((t2 - t1) * 1000)
+            stats.e2e_ms.append((t2 - t0) * 1000)
+            stats.batch_ms.append((t2 - t0) * 1000)
+            stats.probs.append(probs[0])
+        stats.seconds = time.perf_counter() - started
+        stats.images = len(images)
+        return stats
+
+
+class Pipeline:
+    def __init__(self, name: str, runtime, *, batch_size: int, workers: int):
+        from worker.runtime.prep_pool import PreprocessPool
+
+        self.name, self.runtime, self.batch_size = name, runtime, batch_size
+        self.pool = PreprocessPool(workers)
+
+    def run(self, images: Sequence[bytes]) -> StreamStats:
+        return run_stream(
+            images,
+            preprocess=self.runtime.preprocess,
+            predict=self.runtime.predict,
+            batch_size=self.batch_size,
+            pool=self.pool,
+        )
+
+
+def _load(config):
+    """A runtime for this engine configuration (worker/runtime/tuned.py), and its load time."""
+    from worker.runtime.model import load_runtime
+
+    started = time.perf_counter()
+    runtime = load_runtime(config)
+    return runtime, (time.perf_counter() - started) * 1000
+
+
+def _reference_model():
+    import torch
+    import torchxrayvision as xrv
+    from django.conf import settings
+
+    from backend.jobs.model_identity import MODEL_NAME, current_identity
+    from worker.runtime import fallback, weights
+
+    identity = current_identity()
+    path = weights.official_weights_path(
+        identity, configured_path=settings.MODEL_WEIGHTS_PATH, allow_fallback=settings.MODEL_ALLOW_FALLBACK
+    )
+    if path is not None:
+        return weights.load_official(path, identity.weights_sha256)
+    meta = xrv.models.model_urls[MODEL_NAME]
+    model = xrv.models.DenseNet(num_classes=len(meta["labels"]), op_threshs=torch.tensor(meta["op_threshs"]))
+    model.load_state_dict(
+        torch.load(fallback.cached_path(settings.MODEL_CACHE_DIR), map_location="cpu", weights_only=True)
+    )
+    return model.eval()
+
+
+def preprocess_speedup(images: Sequence[bytes], reference: Reference, repeats: int) -> dict:
+    """Reference vs exact preprocessing, image by image, interleaved, one thread."""
+    from worker.runtime.preprocess import preprocess
+
+    ref_s, ours_s, worst = 0.0, 0.0, 0.0
+    for _ in range(repeats):
+        for data in images:
+            t0 = time.perf_counter()
+            want = reference.preprocess(data)
+            t1 = time.perf_counter()
+            got = preprocess(data)
+            t2 = time.perf_counter()
+            ref_s += t1 - t0
+            ours_s += t2 - t1
+            worst = max(worst, float(np.abs(want - got).max()))
+    n = repeats * len(images)
+    return {
+        "reference_ms": ref_s * 1000 / n,
+        "default_ms": ours_s * 1000 / n,
+        "speedup": ref_s / ours_s,
+        "max_pixel_diff": worst,
+    }
+
+
+def breakdown(names: Sequence[str], images: Sequence[bytes], repeats: int = 5) -> dict:
+    """Where an image's time goes: per sample, decode / reference resize / exact path / fast path;
+    per backend and batch size, inference ms per image. Best of `repeats`, one thread for
+    preprocessing, the configured threads for inference."""
+    from django.conf import settings
+
+    from backend.jobs.model_identity import current_identity
+    from worker.runtime.decode import decode
+    from worker.runtime.fast_preprocess import preprocess_fast
+    from worker.runtime.model import BackendFactory, _load_weights
+    from worker.runtime.preprocess import model_input, normalize, reference_model_input
+    from worker.runtime.tuned import engine_config
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return round(min(times), 2)
+
+    per_sample = {}
+    for name, data in zip(names, images, strict=True):
+        arr, maxval = decode(data)
+        per_sample[name] = {
+            "shape": list(arr.shape),
+            "decode_ms": best(lambda data=data: decode(data)),
+            "reference_normalize_crop_resize_ms": best(
+                lambda arr=arr, maxval=maxval: reference_model_input(normalize(arr, maxval))
+            ),
+            "exact_normalize_crop_resize_ms": best(lambda arr=arr, maxval=maxval: model_input(arr, maxval)),
+            "fast_path_total_ms": best(lambda data=data: preprocess_fast(data)),
+        }
+    loaded = _load_weights(current_identity())
+    factory = BackendFactory(
+        loaded,
+        threads=engine_config().threads or os.cpu_count() or 1,
+        device="cpu",
+        cache_dir=settings.MODEL_CACHE_DIR,
+    )
+    from worker.runtime.preprocess import preprocess
+
+    x = np.stack([preprocess(d) for d in images])
+    backends = {
+        "torch/fp32": factory.exact("torch"),
+        "onnxruntime/fp32": factory.exact("onnxruntime"),
+        "openvino/fp32": factory.exact("openvino"),
+    }
+    fast, _ = factory.fast("openvino")
+    if fast is not None:
+        backends["openvino/bf16"] = fast
+    inference = {}
+    for label, backend in backends.items():
+        for size in (1, 4, 8, 16):
+            batch = np.concatenate([x] * (size // len(x) + 1))[:size]
+            backend.predict(batch)
+            inference[f"{label} b{size}"] = round(best(lambda b=batch, be=backend: be.predict(b)) / size, 2)
+    return {"preprocessing": per_sample, "inference_ms_per_image": inference}
+
+
+# --- cold start, in child processes -------------------------------------------------------
+
+_COLD_CHILD = r"""
+import os, sys, time, json, resource
+t0 = float(sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
+import django; django.setup()
+import numpy as np
+from worker.runtime.model import load_runtime
+from worker.runtime.prep_pool import PreprocessPool
+from worker.runtime.tuned import engine_config
+t_import = time.time()
+config = engine_config()
+rt = load_runtime(config)
+t_loaded = time.time()
+data = [open(p, "rb").read() for p in sys.argv[2:]]
+rt.predict(np.stack([rt.preprocess(data[0])]))
+t_first = time.time()
+pool = PreprocessPool(config.preprocess_workers)
+batch = (data * config.batch_max_size)[: config.batch_max_size]
+for _ in range(3):
+    rt.predict(np.stack([o.array for _, o in pool.submit([(i, (lambda d=d: d)) for i, d in enumerate(batch)], rt.preprocess).results()]))
+import psutil
+print(json.dumps({
+    "imports_s": t_import - t0, "load_ms": rt.load_ms, "export_ms": rt.extra.get("export_ms"),
+    "first_result_s": t_first - t0, "rss_mb": psutil.Process().memory_info().rss / 2**20,
+    "peak_rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024,
+    "backend": rt.backend.name, "precision": rt.backend.precision,
+}))
+"""
+
+
+def cold_start(*, cache_dir: Path | None, precision: str, samples: Sequence[Path]) -> dict:
+    env = dict(os.environ, CXRQ_PRECISION=precision, PYTHONWARNINGS="ignore")
+    if cache_dir is not None:
+        env["CXRQ_MODEL_CACHE_DIR"] = str(cache_dir)
+    started = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD_CHILD, repr(started), *map(str, samples)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def table(rows: list[tuple[str, str, StreamStats]]) -> str:
+    head = (
+        f"{'config':10s} {'backend/precision':26s} {'img/s':>7s} "
+        f"{'prep p50':>9s} {'prep p95':>9s} {'infer p50':>10s} {'infer p95':>10s} "
+        f"{'e2e p50':>8s} {'e2e p95':>8s}   (ms per image)"
+    )
+    lines = [head, "-" * len(head)]
+    for name, what, s in rows:
+        lines.append(
+            f"{name:10s} {what:26s} {s.img_s:7.1f} "
+            f"{_pct(s.preprocess_ms, 50):9.1f} {_pct(s.preprocess_ms, 95):9.1f} "
+            f"{_pct(s.inference_ms, 50):10.1f} {_pct(s.inference_ms, 95):10.1f} "
+            f"{_pct(s.e2e_ms, 50):8.1f} {_pct(s.e2e_ms, 95):8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns per configuration (default 3)")
+    parser.add_argument("--repeat", type=int, default=8, help="copies of the sample set per turn (default 8)")
+    parser.add_argument("--no-cold-start", action="store_true", help="skip the child-process cold starts")
+    parser.add_argument("--out", type=Path, help="also write the JSON (and tables) to this file")
+    parser.add_argument("--plot", type=Path, help="write a PNG chart of the results here")
+    parser.add_argument("--breakdown", action="store_true", help="also time each step per sample and backend")
+    args = parser.parse_args(argv)
+
+    _setup_django()
+    names, images, skipped = load_samples()
+    for note in skipped:
+        print(f"note: {note} skipped: decode() does not accept it yet")
+    print(f"samples: {len(images)} ({', '.join(names)})")
+    print(f"machine: {machine()}")
+
+    from worker.runtime.tuned import engine_config
+
+    # What a worker started with CXRQ_PRECISION=fp32 / fast runs (the tuned file has one
+    # configuration per precision; environment variables still win).
+    engines = {"default": engine_config(precision="fp32"), "fast": engine_config(precision="fast")}
+    default_rt, default_load_ms = _load(engines["default"])
+    fast_rt, fast_load_ms = _load(engines["fast"])
+    threads = os.cpu_count() or 1
+    reference = Reference(_reference_model(), threads)
+    configs: list = [reference] + [
+        Pipeline(name, rt, batch_size=engines[name].batch_max_size, workers=engines[name].preprocess_workers)
+        for name, rt in (("default", default_rt), ("fast", fast_rt))
+    ]
+    batch_size = engines["default"].batch_max_size
+    stream = list(images) * args.repeat
+    # Warm-up turn (operators cached, pools started, first-run allocations), not counted.
+    for config in configs:
+        config.run(images[: max(2, min(len(images), batch_size))])
+    totals = {config.name: StreamStats() for config in configs}
+    for _ in range(args.rounds):
+        for config in configs:
+            totals[config.name].add(config.run(stream))
+    pre = preprocess_speedup(images, reference, repeats=3)
+
+    n = len(images)
+
+    def per_sample(stats: StreamStats) -> np.ndarray:
+        return np.stack(stats.probs[:n])  # the first copy of the sample set, in order
+
+    ref_probs = per_sample(totals["reference"])
+    diff_default = float(np.abs(per_sample(totals["default"]) - ref_probs).max())
+    diff_fast = float(np.abs(per_sample(totals["fast"]) - ref_probs).max())
+    # Every copy must give the same answer (no mix-up inside batches).
+    for name in ("default", "fast"):
+        probs = np.stack(totals[name].probs).reshape(-1, n, ref_probs.shape[1])
+        assert np.abs(probs - probs[0]).max() < 1e-5, f"{name}: results depend on batch position"
+    control = float(np.abs(ref_probs[0] - ref_probs[1]).max())
+
+    def what(name: str, rt) -> str:
+        e = engines[name]
+        return f"{rt.backend.name}/{rt.backend.precision} b{e.batch_max_size} t{rt.extra.get('threads')}"
+
+    rows = [
+        ("reference", "torch/fp32 b1", totals["reference"]),
+        ("default", what("default", default_rt), totals["default"]),
+        ("fast", what("fast", fast_rt), totals["fast"]),
+    ]
+    print()
+    print(
+        table(rows)
+        + "\n(b: batch size, t: intra-op threads; e2e: its batch's latency from preprocessing start / batch size)"
+    )
+    ref_img_s = totals["reference"].img_s
+    result = {
+        "reference_img_s": round(ref_img_s, 2),
+        "default_img_s": round(totals["default"].img_s, 2),
+        "fast_img_s": round(totals["fast"].img_s, 2),
+        "default_speedup": round(totals["default"].img_s / ref_img_s, 2),
+        "fast_speedup": round(totals["fast"].img_s / ref_img_s, 2),
+        "preprocess_speedup": round(pre["speedup"], 2),
+        "max_abs_diff_default": float(f"{diff_default:.3g}"),
+        "max_abs_diff_fast": float(f"{diff_fast:.3g}"),
+        "control_two_xrays_max_abs_diff": round(control, 4),
+        "preprocess_ms_reference": round(pre["reference_ms"], 2),
+        "preprocess_ms_default": round(pre["default_ms"], 2),
+        "preprocess_max_pixel_diff": float(f"{pre['max_pixel_diff']:.3g}"),
+        "default": {
+            "backend": default_rt.backend.name,
+            "precision": default_rt.backend.precision,
+            "preprocessing": default_rt.preprocessing,
+            "load_ms": round(default_load_ms),
+            "batch_size": engines["default"].batch_max_size,
+            "batch_p95_ms": round(_pct(totals["default"].batch_ms, 95), 1),
+        },
+        "fast": {
+            "backend": fast_rt.backend.name,
+            "precision": fast_rt.backend.precision,
+            "preprocessing": fast_rt.preprocessing,
+            "guard": fast_rt.fast_guard,
+            "load_ms": round(fast_load_ms),
+            "batch_size": engines["fast"].batch_max_size,
+            "batch_p95_ms": round(_pct(totals["fast"].batch_ms, 95), 1),
+        },
+        "engine_settings": {name: dataclasses.asdict(e) for name, e in engines.items()},
+        "images": n,
+        "images_per_config": totals["default"].images,
+        "rounds": args.rounds,
+        "skipped": skipped,
+        "bench_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "machine": machine(),
+    }
+    if not args.no_cold_start:
+        sample_paths = [SAMPLES / name for name in names]
+        result["cold_start_cached"] = cold_start(cache_dir=None, precision="fp32", samples=sample_paths)
+        result["cold_start_fast_cached"] = cold_start(cache_dir=None, precision="fast", samples=sample_paths)
+        with tempfile.TemporaryDirectory(prefix="cxrq-bench-cache-") as empty:
+            # No ONNX export cached; the fallback weights file is copied (official weights live elsewhere).
+            from django.conf import settings
+
+            from worker.runtime import fallback
+
+            weights_file = fallback.cached_path(settings.MODEL_CACHE_DIR)
+            if weights_file.is_file():
+                shutil.copy2(weights_file, Path(empty) / weights_file.name)
+            result["cold_start_no_cache"] = cold_start(
+                cache_dir=Path(empty), precision="fp32", samples=sample_paths
+            )
+    if args.breakdown:
+        result["breakdown"] = breakdown(names, images)
+        print(json.dumps(result["breakdown"], indent=1))
+    if args.plot:
+        from tools.bench_plot import plot
+
+        plot(result, rows, args.plot)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, separators=(",", ":")))
+    return result
+
+
+if __name__ == "__main__":
+    main()
