@@ -189,7 +189,7 @@ def markdown(summaries: list[dict]) -> str:
     for users, seed in SEED.items():
         m, h = seed["cache_miss"], seed["cache_hit"]
         lines.append(
-            f"| seed 004 (t3.large, published) | {users} | {m[0]:,} / {m[1]:,} / - | {h[0]} / {h[1]} / - | - | - | 0% |"
+            f"| reference system (t3.large, published) | {users} | {m[0]:,} / {m[1]:,} / - | {h[0]} / {h[1]} / - | - | - | 0% |"
         )
     for s in summaries:
         if not s["users"]:

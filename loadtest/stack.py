@@ -123,7 +123,7 @@ class ProcessStack:
         log = Path(proc.log_path)
         wait_for(
             lambda: (
-                (b"ready" in log.read_bytes() and b"event=model_loaded" in log.read_bytes())
+                (b"ready" in log.read_bytes() and b"event=worker_started" in log.read_bytes())
                 or proc.poll() is not None
             ),
             ready_timeout,

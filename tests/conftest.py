@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
@@ -13,54 +12,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image
 from rest_framework.test import APIClient
 
+from tests.factories import ROOT
 from worker.command import celery_worker_argv
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data" / "cxr"
-PNG_JPEG_SAMPLES = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in (".png", ".jpg"))
-
-
-def pytest_report_header(config) -> list[str]:
-    return [
-        f"cxrq database: {settings.TEST_DATABASE_SOURCE}",
-        f"cxrq broker:   {settings.TEST_BROKER_SOURCE}",
-    ]
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    terminalreporter.write_line(
-        f"cxrq ran against database: {settings.TEST_DATABASE_SOURCE}; broker: {settings.TEST_BROKER_SOURCE}"
-    )
-
-
-def poll_job(url: str, timeout: float = 120) -> dict:
-    """GET a job's URL every 100 ms until it is succeeded or failed."""
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = requests.get(url, timeout=5).json()
-        if body["status"] in ("succeeded", "failed"):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def sample_bytes(name: str) -> bytes:
-    return (DATA / name).read_bytes()
-
-
-def png_bytes(size: tuple[int, int] = (256, 256), mode: str = "L", seed: int = 0) -> bytes:
-    """A valid, unique PNG (a gradient plus a seed-dependent pixel)."""
-    img = Image.linear_gradient("L").resize(size).convert(mode)
-    img.putpixel((seed % size[0], (seed // size[0]) % size[1]), 255 if mode == "L" else (255,) * len(mode))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(autouse=True)
@@ -83,10 +38,6 @@ def api() -> APIClient:
     return APIClient()
 
 
-def post_image(api: APIClient, data: bytes, name: str = "image.png", **extra):
-    return api.post("/api/v1/jobs", {"image": SimpleUploadedFile(name, data)}, format="multipart", **extra)
-
-
 @pytest.fixture(scope="session")
 def runtime():
     """The model runtime (fallback weights), loaded once for the session."""
@@ -95,15 +46,33 @@ def runtime():
     return load_runtime()
 
 
-@pytest.fixture
-def processor(runtime):
-    """An in-process batch processor sharing the session's runtime."""
-    from worker.batching import Processor
+@pytest.fixture(scope="session")
+def fake_runtime():
+    """The test stand-in: the real preprocessing, arithmetic instead of DenseNet121."""
+    from worker.runtime.fake import load_fake_runtime
 
-    proc = Processor()
-    proc.runtime = runtime
-    yield proc
-    proc._stop.set()
+    return load_fake_runtime()
+
+
+def _worker_process(runtime) -> Iterator:
+    from worker.lifecycle import WorkerProcess
+
+    process = WorkerProcess(runtime=runtime)
+    yield process
+    process.stop(timeout=10)
+
+
+@pytest.fixture
+def worker(fake_runtime):
+    """An in-process worker on the fake runtime (API, admin and job-state tests). Its engine
+    configuration is read when it first starts, so a test may change settings before."""
+    yield from _worker_process(fake_runtime)
+
+
+@pytest.fixture
+def model_worker(runtime):
+    """An in-process worker on the real model (fallback weights), for tests of what it computes."""
+    yield from _worker_process(runtime)
 
 
 # --- real processes ------------------------------------------------------------
@@ -116,7 +85,7 @@ def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "backend.settings.test",
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "CXRQ_QUEUE": settings.CELERY_QUEUE,
+            "CXRQ_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
             "CXRQ_MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "CXRQ_MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
             "CXRQ_WORKER_HEARTBEAT_SECONDS": "1",
@@ -151,7 +120,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "event=model_loaded" in self.log and "ready" in self.log:
+            if "event=worker_started" in self.log and "ready" in self.log:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log[-4000:]}")
@@ -190,6 +159,6 @@ def _cleanup_run_dir():
         import redis
 
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        for key in client.scan_iter(f"{settings.CELERY_QUEUE}*"):
+        for key in client.scan_iter(f"{settings.CELERY_TASK_DEFAULT_QUEUE}*"):
             client.delete(key)
     shutil.rmtree(settings.TEST_RUN_DIR, ignore_errors=True)

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from backend.jobs.models import Job, JobResult
-from tests.conftest import PNG_JPEG_SAMPLES, poll_job, sample_bytes
+from tests.factories import PNG_JPEG_SAMPLES, poll_job, sample_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

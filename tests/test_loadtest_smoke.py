@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 pytestmark = pytest.mark.slow
 

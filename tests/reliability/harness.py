@@ -141,6 +141,10 @@ class SharedPostgresDatabase:
         self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
+# For tests of lease expiry: a lost worker's jobs come back after this.
+LEASE_EXPIRY = {"CXRQ_LEASE_SECONDS": "3"}
+
+
 class Stack(ProcessStack):
     """The stack on the given database and broker, with the fast fake model and short timers."""
 
@@ -157,7 +161,9 @@ class Stack(ProcessStack):
                 "CXRQ_MODEL_FAKE": "1",
                 "CXRQ_WORKER_HEARTBEAT_SECONDS": "0.5",
                 "CXRQ_WORKER_LIVE_SECONDS": "5",
-                "CXRQ_LEASE_SECONDS": "3",
+                # Long enough to survive CPU starvation on two loaded cores: only the tests of
+                # expiry (they say so with LEASE_EXPIRY) shorten it.
+                "CXRQ_LEASE_SECONDS": "30",
                 "CXRQ_SWEEP_AFTER_SECONDS": "2",
                 "CXRQ_RETRY_BACKOFF_SECONDS": "0.2",
                 "CXRQ_BATCH_MAX_WAIT_MS": "20",

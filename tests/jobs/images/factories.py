@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import struct
+import zlib
 from functools import cache
 
 import numpy as np
@@ -22,7 +23,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from tests.conftest import sample_bytes
+from tests.factories import sample_bytes
 
 MONO2_SAMPLE = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 MONO1_SAMPLE = "Fake_MONOHR1.dcm"
@@ -258,3 +259,12 @@ ACCEPTED_GENERATED = {
     "inverted_monochrome1.dcm": inverted_monochrome1,
     "png16.png": png16_bytes,
 }
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def with_png_chunks(data: bytes, *chunks: bytes) -> bytes:
+    """The PNG with these chunks inserted after IHDR."""
+    return data[:33] + b"".join(chunks) + data[33:]  # after IHDR

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from backend.jobs.models import Job, JobStatus
-from tests.conftest import png_bytes, post_image
+from tests.factories import png_bytes, post_image
 
 
 class Recorder:
@@ -39,19 +39,19 @@ class Recorder:
 
 
 @pytest.fixture
-def recorded(processor, monkeypatch):
-    rec = Recorder(processor.runtime)
-    monkeypatch.setattr(processor.runtime, "preprocess", rec.preprocess)
-    monkeypatch.setattr(processor.runtime, "predict", rec.predict)
+def recorded(model_worker, monkeypatch):
+    rec = Recorder(model_worker.runtime)
+    monkeypatch.setattr(model_worker.runtime, "preprocess", rec.preprocess)
+    monkeypatch.setattr(model_worker.runtime, "predict", rec.predict)
     return rec
 
 
 @pytest.mark.django_db
-def test_next_batch_is_preprocessed_while_the_model_runs(api, processor, recorded, settings):
+def test_next_batch_is_preprocessed_while_the_model_runs(api, model_worker, recorded, settings):
     settings.BATCH_MAX_SIZE, settings.BATCH_MAX_WAIT_MS, settings.PREPROCESS_WORKERS = 2, 0, 1
     ids = [post_image(api, png_bytes(seed=i)).json()["id"] for i in range(6)]
 
-    assert processor.drain() == 6
+    assert model_worker.drain() == 6
     assert [n for _, _, n in recorded.predict_windows] == [2, 2, 2]
     assert {t for _, t in recorded.preprocess_calls} == {"cxrq-preprocess_0"}  # in the pool
     starts = sorted(s for s, _ in recorded.preprocess_calls)
@@ -62,12 +62,12 @@ def test_next_batch_is_preprocessed_while_the_model_runs(api, processor, recorde
 
 
 @pytest.mark.django_db
-def test_without_preprocessing_workers_everything_runs_in_turn(api, processor, recorded, settings):
+def test_without_preprocessing_workers_everything_runs_in_turn(api, model_worker, recorded, settings):
     settings.BATCH_MAX_SIZE, settings.BATCH_MAX_WAIT_MS, settings.PREPROCESS_WORKERS = 2, 0, 0
     for i in range(4):
         post_image(api, png_bytes(seed=100 + i))
 
-    assert processor.drain() == 4
+    assert model_worker.drain() == 4
     starts = sorted(s for s, _ in recorded.preprocess_calls)
     first_end = recorded.predict_windows[0][1]
     assert starts[2] > first_end  # batch 2 waited for batch 1
@@ -75,16 +75,16 @@ def test_without_preprocessing_workers_everything_runs_in_turn(api, processor, r
 
 
 @pytest.mark.django_db
-def test_a_batch_claimed_ahead_is_given_back_when_the_worker_stops(api, processor, recorded, settings):
+def test_a_batch_claimed_ahead_is_given_back_when_the_worker_stops(api, model_worker, recorded, settings):
     settings.BATCH_MAX_SIZE, settings.BATCH_MAX_WAIT_MS, settings.PREPROCESS_WORKERS = 2, 0, 1
     ids = [post_image(api, png_bytes(seed=200 + i)).json()["id"] for i in range(4)]
-    recorded.on_predict = processor._stop.set  # stop during the first forward pass
+    recorded.on_predict = model_worker.stopping.set  # stop during the first forward pass
 
-    assert processor.drain() == 2
+    assert model_worker.drain() == 2
     jobs = {j.id: j for j in Job.objects.filter(id__in=ids)}
     statuses = sorted(j.status for j in jobs.values())
     assert statuses == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
     for job in jobs.values():
         if job.status == JobStatus.QUEUED:
             assert job.attempts == 0 and job.claim_token is None  # the attempt is undone
-    assert processor._ahead is None
+    assert model_worker.loop._ahead is None

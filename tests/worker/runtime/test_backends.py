@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchxrayvision as xrv
 
-from tests.conftest import DATA, sample_bytes
+from tests.factories import DATA, sample_bytes
 from worker.runtime import export, fallback
 from worker.runtime.backends import (
     BF16,
@@ -27,7 +27,7 @@ from worker.runtime.weights import file_sha256, new_densenet
 
 SAMPLES = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in (".png", ".jpg", ".dcm"))
 PARITY = 1e-4  # max |dprob| of an fp32 backend against torch
-FAST_BOUND = 0.05  # what bf16 may move the fallback model's probabilities by (issue 5)
+FAST_BOUND = 0.05  # what bf16 may move the fallback model's probabilities by
 
 
 @pytest.fixture(scope="module")

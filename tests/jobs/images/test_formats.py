@@ -14,11 +14,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from pydicom.pixels import get_decoder
 
-from backend.jobs import dicom, intake
+from backend.jobs import dicom, images
+from backend.jobs.model_identity import current_model_version
 from backend.jobs.models import Job
-from tests.conftest import PNG_JPEG_SAMPLES, post_image, sample_bytes
-from tests.intake import factories as f
-from worker.model_identity import current_model_version
+from tests.factories import PNG_JPEG_SAMPLES, post_image, sample_bytes
+from tests.jobs.images import factories as f
 from worker.runtime.decode import decode
 from worker.runtime.preprocess import normalize
 
@@ -37,10 +37,10 @@ def test_each_accepted_file_is_stored_so_the_worker_sees_the_same_pixels(api, me
     response = post_image(api, data, name)
     assert response.status_code == 202, response.content
     job = Job.objects.get(id=response.json()["id"])
-    assert job.sha256 == intake.sha256_of(data)  # dedup key: the bytes as uploaded
+    assert job.sha256 == images.sha256_of(data)  # dedup key: the bytes as uploaded
     assert job.size_bytes == len(data)
     [stored_path] = media_files()
-    assert stored_path.suffix == "." + intake.EXTENSIONS[job.image_format]
+    assert stored_path.suffix == "." + images.EXTENSIONS[job.image_format]
     stored = stored_path.read_bytes()
 
     original, original_max = decode(data)
@@ -79,7 +79,7 @@ def test_png_and_jpeg_have_no_acquisition_facts(api):
 
 def test_stored_dicom_is_a_new_file_with_only_allowlisted_attributes():
     data = sample_bytes(f.MONO2_SAMPLE)
-    accepted = intake.accept_image(data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=1 << 22)
+    accepted = images.accept_image(data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=1 << 22)
     ds = pydicom.dcmread(io.BytesIO(accepted.stored_bytes))
     original = f.read(data)
     keywords = {e.keyword for e in ds}
@@ -188,7 +188,7 @@ def test_voi_lut_is_off_by_default_and_on_matches_read_xray_dcm_voi_lut(tmp_path
     assert np.abs(windowed - default).max() > 100  # it does change what the model sees
 
     # ... and the stored (de-identified) copy keeps the window, so the setting works on it.
-    stored = intake.accept_image(
+    stored = images.accept_image(
         data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=1 << 22
     ).stored_bytes
     np.testing.assert_array_equal(normalize(*decode(stored)), windowed)
@@ -213,25 +213,17 @@ def test_16_bit_png_keeps_its_dynamic_range():
     np.testing.assert_allclose(normalize(arr, maxval), expected, atol=1e-3)
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _with_png_chunks(data: bytes, *chunks: bytes) -> bytes:
-    return data[:33] + b"".join(chunks) + data[33:]  # after IHDR
-
-
 def test_png_text_exif_and_private_chunks_are_not_stored():
     base = sample_bytes("00000001_000.png")
-    data = _with_png_chunks(
+    data = f.with_png_chunks(
         base,
-        _png_chunk(b"tEXt", b"Patient\x00DOE^JANE-PNG"),
-        _png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"MRN-PNG-1234")),
-        _png_chunk(b"iTXt", b"Author\x00\x00\x00\x00\x00Dr PNG-WHO"),
-        _png_chunk(b"eXIf", b"MM\x00*PNG-EXIF-SECRET"),
-        _png_chunk(b"prVt", b"PNG-PRIVATE-SECRET"),
+        f.png_chunk(b"tEXt", b"Patient\x00DOE^JANE-PNG"),
+        f.png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"MRN-PNG-1234")),
+        f.png_chunk(b"iTXt", b"Author\x00\x00\x00\x00\x00Dr PNG-WHO"),
+        f.png_chunk(b"eXIf", b"MM\x00*PNG-EXIF-SECRET"),
+        f.png_chunk(b"prVt", b"PNG-PRIVATE-SECRET"),
     )
-    stored = intake.strip_png(data)
+    stored = images.strip_png(data)
     for secret in (
         b"DOE^JANE-PNG",
         b"MRN-PNG-1234",
@@ -249,7 +241,7 @@ def test_jpeg_comments_and_app_segments_are_not_stored():
     assert b"\xff\xfe" in base[:200]  # the sample itself has a COM segment
     exif = b"\xff\xe1" + struct.pack(">H", 2 + 24) + b"Exif\x00\x00JPEG-EXIF-SECRET!!"
     data = base[:2] + exif + base[2:]
-    stored = intake.strip_jpeg(data)
+    stored = images.strip_jpeg(data)
     assert b"JPEG-EXIF-SECRET" not in stored
     assert b"\xff\xfe" not in stored.split(b"\xff\xda", 1)[0]
     np.testing.assert_array_equal(decode(stored)[0], decode(base)[0])
@@ -260,7 +252,7 @@ def test_progressive_jpeg_is_walked_to_the_end():
     buf = io.BytesIO()
     img.save(buf, format="JPEG", progressive=True, quality=90, comment=b"PROGRESSIVE-SECRET")
     data = buf.getvalue()
-    stored = intake.strip_jpeg(data)
+    stored = images.strip_jpeg(data)
     assert b"PROGRESSIVE-SECRET" not in stored
     np.testing.assert_array_equal(decode(stored)[0], decode(data)[0])
 
@@ -268,7 +260,7 @@ def test_progressive_jpeg_is_walked_to_the_end():
 @pytest.mark.parametrize("name", PNG_JPEG_SAMPLES)
 def test_metadata_stripping_never_changes_pixels(name):
     data = sample_bytes(name)
-    stored = intake.strip_png(data) if data.startswith(b"\x89PNG") else intake.strip_jpeg(data)
+    stored = images.strip_png(data) if data.startswith(b"\x89PNG") else images.strip_jpeg(data)
     np.testing.assert_array_equal(decode(stored)[0], decode(data)[0])
 
 
@@ -282,9 +274,9 @@ def test_original_filename_is_not_stored_unless_configured(api, settings):
 
 
 def test_content_type_is_kept_only_as_a_bare_mime_type():
-    assert intake.stored_content_type("image/png; name=DOE^JOHN") == "image/png"
-    assert intake.stored_content_type("DOE JOHN") == ""
-    assert intake.stored_content_type("application/dicom") == "application/dicom"
+    assert images.stored_content_type("image/png; name=DOE^JOHN") == "image/png"
+    assert images.stored_content_type("DOE JOHN") == ""
+    assert images.stored_content_type("application/dicom") == "application/dicom"
 
 
 def _pydicom_test_file(name: str) -> bytes:

@@ -9,33 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.io
 import torch
-import torchvision
 import torchxrayvision as xrv
 
-from tests.conftest import DATA, PNG_JPEG_SAMPLES, ROOT
-from worker.model_identity import MODEL_NAME
+from backend.jobs.model_identity import LABELS, MODEL_NAME
+from tests.factories import DATA, PNG_JPEG_SAMPLES, ROOT
+from tests.worker.runtime.references import reference_input, reference_model
 from worker.runtime import fallback, weights
 from worker.runtime.preprocess import preprocess
-
-
-def reference_input(path: Path) -> np.ndarray:
-    """torchxrayvision's README pipeline, verbatim."""
-    img = skimage.io.imread(path)
-    img = xrv.datasets.normalize(img, 255)
-    if img.ndim == 3:
-        img = img.mean(2)
-    img = img[None, ...]
-    transform = torchvision.transforms.Compose([xrv.datasets.XRayCenterCrop(), xrv.datasets.XRayResizer(224)])
-    return transform(img)
-
-
-def reference_model(state_path: Path) -> torch.nn.Module:
-    meta = xrv.models.model_urls[MODEL_NAME]
-    model = xrv.models.DenseNet(num_classes=18, op_threshs=torch.tensor(meta["op_threshs"]))
-    model.load_state_dict(torch.load(state_path, weights_only=True))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +76,7 @@ def test_fallback_weights_file_is_deterministic(tmp_path, runtime):
     assert runtime.weights == "untrained"
     assert runtime.weights_sha256 == weights.file_sha256(cached)
     assert runtime.provenance()["weights"] == "untrained"
+    assert runtime.provenance()["torchxrayvision"] == xrv.__version__
 
 
 def test_official_loader_verifies_sha256_before_unpickling(tmp_path, runtime):
@@ -110,7 +92,7 @@ def test_official_loader_verifies_sha256_before_unpickling(tmp_path, runtime):
     x = torch.from_numpy(reference_input(DATA / PNG_JPEG_SAMPLES[0]))[None]
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x))
-    assert loaded.targets == xrv.models.model_urls[MODEL_NAME]["labels"]
+    assert loaded.targets == xrv.models.model_urls[MODEL_NAME]["labels"] == list(LABELS)
 
     # A tampered file: refused by checksum, and never unpickled (the payload would leave a mark).
     marker = tmp_path / "unpickled"

@@ -7,9 +7,9 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.conftest import DATA, poll_job, sample_bytes
-from tests.intake import factories as f
-from tests.intake import phi
+from tests.factories import DATA, poll_job, sample_bytes
+from tests.jobs.images import factories as f
+from tests.jobs.images import phi
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,6 +1,6 @@
 """Per-sample intake and preprocessing time (median of a few runs), for docs/intake.md.
 
-    DJANGO_SETTINGS_MODULE=backend.settings.test python -m tests.intake.measure_decode
+    DJANGO_SETTINGS_MODULE=backend.settings.test python -m tests.jobs.images.measure_decode
 
 Not a benchmark harness: one process, one thread, small repeat count, so it can
 run on a shared machine. Columns: web-side intake (validate, decode once,
@@ -27,9 +27,9 @@ def _median_ms(fn, repeat: int) -> float:
 
 def main(repeat: int = 5) -> None:
     django.setup()
-    from backend.jobs import intake
-    from tests.conftest import DATA, sample_bytes
-    from tests.intake import factories as f
+    from backend.jobs import images
+    from tests.factories import DATA, sample_bytes
+    from tests.jobs.images import factories as f
     from worker.runtime.decode import decode
     from worker.runtime.preprocess import preprocess
 
@@ -41,12 +41,12 @@ def main(repeat: int = 5) -> None:
         f"{'file':<64} {'size KiB':>9} {'pixels':>11} {'intake ms':>10} {'decode ms':>10} {'preprocess ms':>14}"
     )
     for name, data in uploads.items():
-        accepted = intake.accept_image(
+        accepted = images.accept_image(
             data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=4 << 20
         )
         stored = accepted.stored_bytes
         web = _median_ms(
-            lambda data=data: intake.accept_image(
+            lambda data=data: images.accept_image(
                 data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=4 << 20
             ),
             repeat,

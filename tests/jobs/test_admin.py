@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from backend.jobs.models import Job, JobStatus
-from tests.conftest import png_bytes, post_image
+from tests.factories import png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
 
@@ -18,10 +18,10 @@ def admin_client(client):
     return client
 
 
-def test_job_list_shows_queue_state_and_searches(admin_client, api, processor, settings):
+def test_job_list_shows_queue_state_and_searches(admin_client, api, worker, settings):
     settings.BATCH_MAX_WAIT_MS = 0
     done = post_image(api, png_bytes(seed=1)).json()
-    processor.drain()
+    worker.drain()
     queued = post_image(api, png_bytes(seed=2)).json()
 
     page = admin_client.get("/admin/jobs/job/")

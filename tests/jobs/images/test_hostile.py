@@ -24,8 +24,8 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from backend.jobs.models import Job
-from tests.conftest import png_bytes, post_image, sample_bytes
-from tests.intake import factories as f
+from tests.factories import png_bytes, post_image, sample_bytes
+from tests.jobs.images import factories as f
 
 pytestmark = pytest.mark.django_db
 

@@ -6,28 +6,13 @@ import threading
 import uuid
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from backend.jobs import services
 from backend.jobs.models import Job, JobResult, JobStatus
-from backend.jobs.services import InferenceOutcome
-from tests.conftest import png_bytes
-from worker.model_identity import current_model_version
-
-
-def make_jobs(n: int, start: int = 0) -> list[Job]:
-    return [
-        services.job_create(upload=SimpleUploadedFile(f"{i}.png", png_bytes(seed=i))).job
-        for i in range(start, start + n)
-    ]
-
-
-def claim(max_size: int, worker_id: str = "w1") -> services.ClaimedBatch:
-    return services.job_claim_batch(
-        worker_id=worker_id, model_version=current_model_version(), max_size=max_size
-    )
+from backend.jobs.services import claims
+from backend.jobs.services.claims import InferenceOutcome
+from tests.factories import claim, make_jobs
 
 
 @pytest.mark.django_db
@@ -112,16 +97,16 @@ def test_results_are_stored_only_by_the_current_claim_holder():
     stolen = batch.jobs[0]
     Job.objects.filter(id=stolen.id).update(claim_token=uuid.uuid4())
 
-    stored = services.job_store_results(batch=batch, outcomes=[_outcome(j.id) for j in batch.jobs])
+    stored = claims.job_store_results(batch=batch, outcomes=[_outcome(j.id) for j in batch.jobs])
     assert stored == [batch.jobs[1].id]
     assert not JobResult.objects.filter(job_id=stolen.id).exists()
     assert Job.objects.get(id=stolen.id).status == JobStatus.IN_PROGRESS
     assert Job.objects.get(id=batch.jobs[1].id).status == JobStatus.SUCCEEDED
 
     # Idempotent: storing again changes nothing.
-    assert services.job_store_results(batch=batch, outcomes=[_outcome(batch.jobs[1].id)]) == []
+    assert claims.job_store_results(batch=batch, outcomes=[_outcome(batch.jobs[1].id)]) == []
     assert JobResult.objects.count() == 1
-    assert not services.job_fail(job_id=batch.jobs[1].id, claim_token=batch.claim_token, code="x", message="")
+    assert not claims.job_fail(job_id=batch.jobs[1].id, claim_token=batch.claim_token, code="x", message="")
     assert Job.objects.get(id=batch.jobs[1].id).status == JobStatus.SUCCEEDED
 
 
@@ -132,7 +117,7 @@ def test_store_results_uses_a_constant_number_of_queries():
     for size in (1, 8):
         batch = claim(size)
         with CaptureQueriesContext(connection) as ctx:
-            services.job_store_results(batch=batch, outcomes=[_outcome(j.id) for j in batch.jobs])
+            claims.job_store_results(batch=batch, outcomes=[_outcome(j.id) for j in batch.jobs])
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1]
 
@@ -141,6 +126,6 @@ def test_store_results_uses_a_constant_number_of_queries():
 def test_release_returns_jobs_to_the_queue():
     make_jobs(3)
     batch = claim(3)
-    assert services.job_release(job_ids=batch.job_ids, claim_token=batch.claim_token) == 3
+    assert claims.job_release(job_ids=batch.job_ids, claim_token=batch.claim_token) == 3
     assert set(Job.objects.values_list("status", "attempts")) == {(JobStatus.QUEUED, 0)}
     assert len(claim(3).jobs) == 3

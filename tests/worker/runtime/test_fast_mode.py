@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 
 from backend.jobs.models import JobResult
-from tests.conftest import post_image, sample_bytes
+from tests.factories import post_image, sample_bytes
 from worker.runtime import guard
 from worker.runtime.backends import openvino_supports_bf16
 from worker.runtime.preprocess import preprocess
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.skipif(not openvino_supports_bf16(), reason="this CPU h
 def _load(limit: float):
     from worker.runtime.model import load_runtime
 
-    with override_settings(
-        INFERENCE_PRECISION="fast", FAST_MAX_ABS_DIFF=limit, INFERENCE_BACKEND="onnxruntime"
-    ):
+    with override_settings(PRECISION="fast", FAST_MAX_ABS_DIFF=limit, BACKEND="onnxruntime"):
         return load_runtime()
 
 
@@ -34,7 +32,7 @@ def kept(runtime):
 
 @pytest.mark.django_db
 def test_guard_keeps_fast_within_the_limit_and_every_result_says_bf16(kept, api, settings):
-    from worker.batching import Processor
+    from worker.lifecycle import WorkerProcess
 
     assert (kept.backend.name, kept.backend.precision) == ("openvino", "bf16")
     assert kept.fast_guard["kept"] is True and kept.fast_guard["images"] >= 2
@@ -44,16 +42,16 @@ def test_guard_keeps_fast_within_the_limit_and_every_result_says_bf16(kept, api,
     assert (prov["backend"], prov["precision"], prov["precision_requested"]) == ("openvino", "bf16", "fast")
 
     settings.BATCH_MAX_WAIT_MS = 0
-    settings.INFERENCE_PRECISION = "fast"  # the web of a fast deployment: its own dedup keys
+    settings.PRECISION = "fast"  # the web of a fast deployment: its own dedup keys
     job = post_image(api, sample_bytes("00000001_000.png")).json()["id"]
     assert kept.model_version.endswith("+fast")  # fast results never share fp32's cache
-    proc = Processor()
-    proc.runtime = kept
+    proc = WorkerProcess(runtime=kept)
     try:
+        proc.start()
         assert proc.info()["precision"] == "bf16"
         proc.drain()
     finally:
-        proc._stop.set()
+        proc.stop()
     stored = JobResult.objects.get(job_id=job).provenance
     assert (stored["backend"], stored["precision"], stored["fast_guard"]["kept"]) == (
         "openvino",
@@ -64,7 +62,7 @@ def test_guard_keeps_fast_within_the_limit_and_every_result_says_bf16(kept, api,
 
 @pytest.mark.django_db
 def test_guard_refuses_fast_beyond_the_limit_and_says_so(runtime, api, settings, caplog):
-    from worker.batching import Processor
+    from worker.lifecycle import WorkerProcess
 
     with caplog.at_level(logging.WARNING, logger="worker.runtime.model"):
         refused = _load(1e-9)
@@ -80,16 +78,16 @@ def test_guard_refuses_fast_beyond_the_limit_and_says_so(runtime, api, settings,
     assert np.abs(refused.predict(x) - runtime.predict(x)).max() <= 1e-4  # fp32 (either backend)
 
     settings.BATCH_MAX_WAIT_MS = 0
-    settings.INFERENCE_PRECISION = "fast"
+    settings.PRECISION = "fast"
     job = post_image(api, sample_bytes("h0001.png")).json()["id"]
-    proc = Processor()
-    proc.runtime = refused
+    proc = WorkerProcess(runtime=refused)
     try:
+        proc.start()
         assert (proc.info()["precision"], proc.info()["precision_requested"]) == ("fp32", "fast")
         assert proc.info()["fast_guard"]["kept"] is False  # health shows the refusal
         proc.drain()
     finally:
-        proc._stop.set()
+        proc.stop()
     stored = JobResult.objects.get(job_id=job).provenance
     assert (stored["precision"], stored["precision_requested"]) == ("fp32", "fast")
     assert stored["fast_guard"]["kept"] is False

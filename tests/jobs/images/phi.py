@@ -8,8 +8,8 @@ from pathlib import Path
 from django.db import connection
 from pydicom.encaps import encapsulate, generate_frames
 
-from tests.conftest import sample_bytes
-from tests.intake import factories as f
+from tests.factories import sample_bytes
+from tests.jobs.images import factories as f
 
 MARKERS = {
     "name": "QXPHI^ZELDA^MARIETTA",

@@ -6,7 +6,7 @@ Reference, on the original upload: xrv.utils.read_xray_dcm for DICOM (its
 defaults), skimage.io.imread + xrv.datasets.normalize (+ mean over colour) for
 PNG/JPEG; then XRayCenterCrop and XRayResizer(224).
 
-The bounds leave room for a faster crop/resize (issue 5) and no room for a
+The bounds leave room for a faster crop/resize and no room for a
 wrong image: a control pair of two different radiographs differs by far more.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.jobs import intake
-from tests.conftest import PNG_JPEG_SAMPLES, sample_bytes
-from tests.intake import factories as f
+from backend.jobs import images
+from tests.factories import PNG_JPEG_SAMPLES, sample_bytes
+from tests.jobs.images import factories as f
 from worker.runtime.preprocess import preprocess
 
 # Model input is in [-1024, 1024].
@@ -61,7 +61,7 @@ def reference_input(data: bytes, path: Path) -> np.ndarray:
 
 
 def platform_input(data: bytes) -> np.ndarray:
-    stored = intake.accept_image(
+    stored = images.accept_image(
         data, max_pixels=50_000_000, min_side=64, dicom_max_header_bytes=4 << 20
     ).stored_bytes
     return preprocess(stored)

@@ -12,9 +12,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from backend.jobs.models import Job, JobStatus
-from tests.conftest import post_image
-from tests.intake import factories as f
-from tests.intake import phi
+from tests.factories import post_image
+from tests.jobs.images import factories as f
+from tests.jobs.images import phi
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def _post(api, data: bytes):
     return api.post("/api/v1/jobs", {"image": upload}, format="multipart")
 
 
-def test_planted_phi_is_nowhere_after_upload_and_inference(api, processor, settings, caplog, capfd):
+def test_planted_phi_is_nowhere_after_upload_and_inference(api, worker, settings, caplog, capfd):
     settings.BATCH_MAX_WAIT_MS = 0
     caplog.set_level(logging.DEBUG)
     data = phi.phi_dicom()
@@ -32,7 +32,7 @@ def test_planted_phi_is_nowhere_after_upload_and_inference(api, processor, setti
     created = _post(api, data)
     assert created.status_code == 202, created.content
     job_id = created.json()["id"]
-    assert processor.drain() == 1
+    assert worker.drain() == 1
     detail = api.get(f"/api/v1/jobs/{job_id}")
     listing = api.get("/api/v1/jobs")
     again = _post(api, data)  # a cache hit answers from the row, not the file
@@ -76,15 +76,13 @@ def test_burned_in_annotation_upload_is_refused_and_nothing_rests(api, media_fil
     assert phi.found_in(phi.dump_database()) == []
 
 
-def test_png_text_chunks_do_not_rest_either(api, processor, settings):
-    from tests.intake.test_formats import _png_chunk, _with_png_chunks
-
+def test_png_text_chunks_do_not_rest_either(api, worker, settings):
     settings.BATCH_MAX_WAIT_MS = 0
     base = f.png16_bytes()
-    data = _with_png_chunks(base, _png_chunk(b"tEXt", b"Patient\x00" + phi.MARKERS["name"].encode()))
+    data = f.with_png_chunks(base, f.png_chunk(b"tEXt", b"Patient\x00" + phi.MARKERS["name"].encode()))
     response = post_image(api, data, phi.FILENAME.replace(".dcm", ".png"))
     assert response.status_code == 202, response.content
-    processor.drain()
+    worker.drain()
     assert phi.found_in(phi.dump_database()) == []
     for content in phi.stored_files(settings.MEDIA_ROOT).values():
         assert phi.found_in(content) == []

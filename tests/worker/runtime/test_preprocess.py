@@ -12,7 +12,7 @@ import torch
 import torchxrayvision as xrv
 from PIL import Image
 
-from tests.conftest import DATA, sample_bytes
+from tests.factories import DATA, sample_bytes
 from worker.runtime import fallback, fast_preprocess
 from worker.runtime.decode import decode
 from worker.runtime.preprocess import (
@@ -44,7 +44,7 @@ def xrv_reference(data: bytes) -> np.ndarray:
 def xrv_model(runtime):
     from django.conf import settings
 
-    from tests.runtime.test_model import reference_model
+    from tests.worker.runtime.references import reference_model
 
     return reference_model(fallback.cached_path(settings.MODEL_CACHE_DIR))
 

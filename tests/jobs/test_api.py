@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import zlib
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from backend.jobs.models import Job, JobResult, JobStatus
-from tests.conftest import PNG_JPEG_SAMPLES, png_bytes, post_image, sample_bytes
+from tests.factories import PNG_JPEG_SAMPLES, assert_error, png_bytes, post_image, sample_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    return body["error"]
 
 
 def test_upload_returns_202_with_job_and_location(api):
@@ -38,14 +30,14 @@ def test_upload_returns_202_with_job_and_location(api):
     job = Job.objects.get(id=body["id"])
     import hashlib
 
-    from backend.jobs import intake
+    from backend.jobs import images
 
     assert body["sha256"] == job.sha256 == hashlib.sha256(data).hexdigest()
     assert body["created_at"]
     assert body["url"].endswith(f"/api/v1/jobs/{job.id}")
     assert response["Location"] == body["url"]
     # Stored in file storage with the same pixels, metadata chunks (text, time) stripped.
-    assert job.upload.read() == intake.strip_png(data)
+    assert job.upload.read() == images.strip_png(data)
 
 
 @pytest.mark.parametrize("name", PNG_JPEG_SAMPLES)
@@ -68,11 +60,11 @@ def test_get_job_and_unknown_ids(api):
 
 
 def test_succeeded_job_carries_result_and_dedup_returns_it_at_once(
-    api, processor, django_assert_max_num_queries
+    api, worker, django_assert_max_num_queries
 ):
     data = sample_bytes("00000001_000.png")
     first = post_image(api, data).json()
-    processor.drain()
+    worker.drain()
 
     polled = api.get(f"/api/v1/jobs/{first['id']}").json()
     assert polled["status"] == "succeeded"
@@ -82,7 +74,7 @@ def test_succeeded_job_carries_result_and_dedup_returns_it_at_once(
     assert result["provenance"]["weights"] == "untrained"
     assert result["provenance"]["model"] == "densenet121-res224-all"
     assert result["provenance"]["preprocessing"]
-    assert result["provenance"]["torchxrayvision"]
+    assert result["provenance"]["backend"] and result["provenance"]["model_version"] == first["model_version"]
     for phase in ("preprocess_ms", "inference_ms", "postprocess_ms", "batch_id", "batch_size"):
         assert phase in result["timings"]
 
@@ -108,13 +100,13 @@ def test_dedup_while_queued_returns_202_same_job(api, media_files):
     assert len(media_files()) == 1  # the duplicate stored nothing
 
 
-def test_failed_job_is_retried_as_a_new_attempt(api, processor):
+def test_failed_job_is_retried_as_a_new_attempt(api, worker):
     data = png_bytes(seed=11)
     first = post_image(api, data).json()
     job = Job.objects.get(id=first["id"])
     with job.upload.storage.open(job.upload.name, "wb") as fh:  # corrupt it on disk
         fh.write(b"not an image any more")
-    processor.drain()
+    worker.drain()
     failed = api.get(f"/api/v1/jobs/{first['id']}").json()
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "decode_failed"
@@ -123,14 +115,14 @@ def test_failed_job_is_retried_as_a_new_attempt(api, processor):
     assert retry.status_code == 202
     assert retry.json()["id"] != first["id"]
     assert retry.json()["deduplicated"] is False
-    processor.drain()
+    worker.drain()
     assert api.get(retry.json()["url"]).json()["status"] == "succeeded"
     assert Job.objects.filter(sha256=failed["sha256"]).count() == 2
 
 
-def test_list_is_paginated_newest_first_and_filterable(api, processor):
+def test_list_is_paginated_newest_first_and_filterable(api, worker):
     ids = [post_image(api, png_bytes(seed=i)).json()["id"] for i in range(5)]
-    processor.drain()
+    worker.drain()
     newer = post_image(api, png_bytes(seed=99)).json()["id"]
 
     page = api.get("/api/v1/jobs", {"page_size": 4}).json()
@@ -233,3 +225,28 @@ def test_wrong_method_and_parse_errors_use_the_error_shape(api):
 def test_queued_job_is_visible_as_queued_until_a_worker_runs(api):
     body = post_image(api, png_bytes(seed=3)).json()
     assert Job.objects.get(id=body["id"]).status == JobStatus.QUEUED
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "1e3", "12 34", "\u0661\u0662"])
+def test_a_bad_content_length_is_a_400_in_the_error_shape(api, value, media_files):
+    response = api.post(
+        "/api/v1/jobs",
+        {"image": SimpleUploadedFile("x.png", png_bytes())},
+        format="multipart",
+        CONTENT_LENGTH=value,
+    )
+    assert_error(response, 400, "invalid_content_length")
+    assert not Job.objects.exists() and media_files() == []
+
+
+def test_a_refused_upload_logs_one_line_with_its_code_and_no_traceback(api, caplog):
+    """pydicom cannot decode this JPEG-lossy DICOM (each plugin fails): a 400, logged once."""
+    from pydicom.data import get_testdata_file
+
+    caplog.set_level(logging.DEBUG)
+    data = open(get_testdata_file("JPEG-lossy.dcm"), "rb").read()  # noqa: SIM115 - read once
+    assert_error(post_image(api, data, "x.dcm"), 400, "invalid_image")
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert "Traceback" not in caplog.text
+    refused = [r.getMessage() for r in caplog.records if "event=request_refused" in r.getMessage()]
+    assert refused == ["event=request_refused status=400 code=invalid_image"]

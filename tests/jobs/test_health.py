@@ -1,0 +1,59 @@
+"""GET /api/v1/health: degraded with a reason code for each problem, 503 when strict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.factories import png_bytes, post_image
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_reports_degradations(api, settings, worker):
+    body = api.get("/api/v1/health").json()
+    assert "no_live_worker" in body["reasons"]
+    assert body["status"] == "degraded"
+    assert api.get("/api/v1/health?strict=1").status_code == 503
+
+    worker.start()  # reports in
+    settings.MAX_QUEUE_DEPTH = 1
+    post_image(api, png_bytes(seed=30))
+    response = api.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json()["reasons"] == ["queue_over_depth"]
+    settings.MAX_QUEUE_DEPTH = 100
+    ok = api.get("/api/v1/health?strict=1")
+    assert ok.status_code == 200
+    assert ok.json()["status"] == "ok"
+    assert ok.json()["workers"]["live"] == 1
+
+
+def test_health_when_the_broker_is_down(api, settings, worker, monkeypatch):
+    from backend.celery_app import app
+
+    worker.start()
+    unreachable = app.connection_for_write  # a broker nobody listens on
+    monkeypatch.setattr(app, "connection_for_write", lambda *a, **kw: unreachable("redis://127.0.0.1:1/0"))
+    body = api.get("/api/v1/health").json()
+    assert body["broker"]["ok"] is False
+    assert body["reasons"] == ["broker_unavailable"]
+
+
+def test_health_says_when_no_live_worker_runs_the_model_version_uploads_queue_for(api, fake_runtime):
+    """Workers are live, but all of them run another model version: queued jobs would wait
+    for ever, and health says so with its own reason."""
+    from worker.lifecycle import WorkerProcess
+
+    other = WorkerProcess(
+        runtime=dataclasses.replace(fake_runtime, model_version="densenet121-res224-all@other")
+    )
+    try:
+        other.start()
+        body = api.get("/api/v1/health").json()
+        assert body["reasons"] == ["no_worker_for_model_version"]
+        assert body["workers"]["live"] == 1 and body["workers"]["serving_model_version"] == 0
+        assert api.get("/api/v1/health?strict=1").status_code == 503
+    finally:
+        other.stop()

@@ -1,0 +1,31 @@
+"""`make tune`: the tuner writes a file that a worker's engine configuration then reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.factories import ROOT, engine_config_of
+
+
+@pytest.mark.slow
+def test_the_tuner_writes_a_file_workers_read(tmp_path):
+    out = tmp_path / "tuned.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.tune", "--quick", "--seconds", "0.3", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "CXRQ_VAR_DIR": str(ROOT / "var")},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best within p95" in run.stdout
+    tuned = json.loads(out.read_text())
+    assert tuned["config"]["batch_max_size"] in (1, 4) and tuned["config"]["batch_max_wait_ms"] in (0, 20)
+    read = engine_config_of({"CXRQ_TUNED_CONFIG": str(out), "CXRQ_VAR_DIR": str(tmp_path / "var")})
+    assert read["batch_max_size"] == tuned["config"]["batch_max_size"]
