@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 
 from tests.factories import assert_error, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttle_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def test_upload_rate_per_address_gets_429_with_retry_after(api, settings):

@@ -5,20 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from django.core.cache import cache
 from django.db import IntegrityError
 
 from backend.jobs.models import IdempotencyKey, Job
 from tests.factories import assert_error, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttle_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def test_queue_over_depth_refuses_new_work_but_serves_cache_hits(api, settings, worker, media_files):
