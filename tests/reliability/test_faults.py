@@ -264,9 +264,11 @@ def test_four_workers_two_thousand_jobs_each_exactly_once(make_stack, shared_dat
         CXRQ_FAKE_BATCH_MS="2",
         CXRQ_FAKE_IMAGE_MS="0",
     )
+    # All four are up before the jobs arrive: on loaded cores the first two to start could
+    # otherwise finish 2,000 jobs before the last is ready, and nothing would be shared.
+    workers = [stack.start_worker(f"w{i}") for i in range(4)]
     seeded = stack.manage("shell", "-c", SEED_JOBS.replace("__N__", "2000"))
     assert "seeded 2000" in seeded.stdout, seeded.stdout + seeded.stderr
-    workers = [stack.start_worker(f"w{i}") for i in range(4)]
 
     wait_for(
         lambda: '"succeeded": 2000' in stack.manage("jobs_check", check=False).stdout,
