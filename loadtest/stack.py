@@ -56,6 +56,8 @@ class ProcessStack:
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.web_url = ""
+        self.api_key = ""
+        self.operator_key = ""
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run(
@@ -72,6 +74,16 @@ class ProcessStack:
 
     def migrate(self) -> None:
         self.manage("migrate", "--noinput")
+
+    def create_client(self, name: str) -> None:
+        """A client for this stack's requests, with a submit key and an operator key (the health
+        figures). manage.py prints each key alone on its last line."""
+        self.api_key = self.manage("create_client", name).stdout.strip().splitlines()[-1]
+        added = self.manage("client_keys", "add", name, "--name", "operator", "--scope", "operator")
+        self.operator_key = added.stdout.strip().splitlines()[-1]
+
+    def headers(self, *, operator: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Api-Key {self.operator_key if operator else self.api_key}"}
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = self.workdir / f"{name}-{len(self.logs)}.log"

@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from tests.factories import ROOT
+from backend.clients.models import Scope
+from tests.factories import ROOT, client_and_key
 from worker.command import celery_worker_argv
 
 
@@ -44,8 +45,30 @@ def media_files(_isolated_media) -> Callable[[], list[Path]]:
 
 
 @pytest.fixture
-def api() -> APIClient:
+def api_key(db) -> str:
+    """A submit key of the test client (tests/factories.py TEST_CLIENT)."""
+    return client_and_key()[1]
+
+
+@pytest.fixture
+def api(api_key) -> APIClient:
+    """The API as the test client, with a submit key."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    return client
+
+
+@pytest.fixture
+def anonymous_api() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def operator_api(db) -> APIClient:
+    """The API with an operator key: health and queue figures, no job data."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {client_and_key(scope=Scope.OPERATOR)[1]}")
+    return client
 
 
 @pytest.fixture(scope="session")

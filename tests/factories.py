@@ -16,6 +16,8 @@ from django.utils import timezone
 from PIL import Image
 from rest_framework.test import APIClient
 
+from backend.clients import services as clients
+from backend.clients.models import Client, Scope
 from backend.jobs.model_identity import current_model_version
 from backend.jobs.models import Job
 from backend.jobs.services import claims, intake
@@ -45,6 +47,27 @@ def white_png(size: int = 128) -> bytes:
     return buf.getvalue()
 
 
+TEST_CLIENT = "hospital-a"
+
+
+def client_and_key(name: str = TEST_CLIENT, scope: str = Scope.SUBMIT) -> tuple[Client, str]:
+    """A client (made through the service on first use) and a key of this scope for it."""
+    client = Client.objects.filter(name=name).first()
+    if client is None:
+        client, issued = clients.client_create(name=name, scope=scope)
+        return client, issued.key
+    return client, clients.api_key_create(client=client, name="tests", scope=scope).key
+
+
+def default_client() -> Client:
+    """The client the factories make jobs for (the one the `api` fixture is signed in as)."""
+    return Client.objects.filter(name=TEST_CLIENT).first() or client_and_key()[0]
+
+
+def authorization(key: str) -> dict[str, str]:
+    return {"Authorization": f"Api-Key {key}"}
+
+
 def post_image(api: APIClient, data: bytes, name: str = "image.png", **extra):
     return api.post("/api/v1/jobs", {"image": SimpleUploadedFile(name, data)}, format="multipart", **extra)
 
@@ -60,10 +83,11 @@ def assert_error(response, status: int, code: str) -> dict:
     return body["error"]
 
 
-def make_jobs(n: int, start: int = 0) -> list[Job]:
-    """n queued jobs of distinct generated PNGs, through the intake service."""
+def make_jobs(n: int, start: int = 0, client: Client | None = None) -> list[Job]:
+    """n queued jobs of distinct generated PNGs, through the intake service (default: the test client)."""
+    client = client or default_client()
     return [
-        intake.job_create(upload=SimpleUploadedFile(f"{i}.png", png_bytes(seed=i))).job
+        intake.job_create(client=client, upload=SimpleUploadedFile(f"{i}.png", png_bytes(seed=i))).job
         for i in range(start, start + n)
     ]
 
@@ -81,13 +105,13 @@ def expire(batch: claims.ClaimedBatch, seconds_ago: float = 1.0) -> None:
     )
 
 
-def poll_job(url: str, timeout: float = 120) -> dict:
+def poll_job(url: str, *, headers: dict[str, str], timeout: float = 120) -> dict:
     """GET a job's URL every 100 ms until it is succeeded or failed (tests against a live server)."""
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = requests.get(url, timeout=5).json()
+        body = requests.get(url, headers=headers, timeout=5).json()
         if body["status"] in ("succeeded", "failed"):
             return body
         time.sleep(0.1)

@@ -57,7 +57,9 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # an unexpected exception: Django's 500 path logs it
-    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    # DRF's own exceptions by their class; a subclass of ours says its code (default_code).
+    code = _DRF_CODES.get(type(exc)) or getattr(getattr(exc, "detail", None), "code", None)
+    code = code or next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
     if isinstance(exc, drf.ValidationError):
         message, details = "Invalid input.", exc.detail
     else:

@@ -43,6 +43,7 @@ class JobResultInline(admin.StackedInline):
 class JobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
+        "client",
         "status",
         "sha256_prefix",
         "image_format",
@@ -52,7 +53,13 @@ class JobAdmin(admin.ModelAdmin):
         "error_code",
         "model_version",
     )
-    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "image_format", "model_version")
+    list_filter = (
+        "status",
+        "client",
+        ("created_at", admin.DateFieldListFilter),
+        "image_format",
+        "model_version",
+    )
     search_fields = ("=id", "sha256")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)

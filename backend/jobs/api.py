@@ -44,6 +44,7 @@ class JobCollectionApi(APIView):
         if upload is None:
             raise errors.MissingImage()
         outcome = intake.job_create(
+            client=request.user,
             upload=upload,
             original_filename=upload.name or "",
             content_type=upload.content_type or "",
@@ -56,7 +57,7 @@ class JobCollectionApi(APIView):
         return Response(body, status=code, headers={"Location": body["url"]})
 
     def get(self, request: Request) -> Response:
-        qs = selectors.job_list(status=request.query_params.get("status"))
+        qs = selectors.job_list(client=request.user, status=request.query_params.get("status"))
         paginator = JobPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = JobOutputSerializer(page, many=True, context={"request": request}).data
@@ -65,5 +66,5 @@ class JobCollectionApi(APIView):
 
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
-        job = selectors.job_get(job_id=job_id)
+        job = selectors.job_get(client=request.user, job_id=job_id)
         return Response(JobOutputSerializer(job, context={"request": request}).data)

@@ -13,10 +13,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backend.clients.authentication import ApiKeyAuthentication
+from backend.clients.permissions import is_operator
 from backend.jobs import selectors
 from backend.jobs.model_identity import current_model_version
 
@@ -100,7 +104,14 @@ def degraded_reasons(db: dict, broker: dict, workers: dict) -> list[str]:
 class HealthApi(APIView):
     """200 while the API can serve (reads and cache hits need only the database),
     with status "degraded" and the reasons; 503 when the database is down.
-    `?strict=1` (for monitoring) answers 503 on any degradation."""
+    `?strict=1` (for monitoring) answers 503 on any degradation.
+
+    Anyone may ask, and gets the status and reason codes. The figures (workers
+    with their host:pid, database vendor, broker, queue depth, model version) are
+    for operators: an operator key or a staff session."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [AllowAny]
 
     def get(self, request: Request) -> Response:
         db = check_database()
@@ -120,6 +131,8 @@ class HealthApi(APIView):
                 "image_max_pixels": settings.IMAGE_MAX_PIXELS,
             },
         }
+        if not is_operator(request):
+            body = {"status": body["status"], "reasons": reasons}
         # The database is required to serve anything; broker or workers down
         # still lets reads and cache hits work, so the API reports 200 degraded.
         return Response(body, status=503 if (not db["ok"] or (strict and reasons)) else 200)

@@ -52,6 +52,8 @@ class Transition(models.TextChoices):
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The caller it belongs to: every read and write is scoped by it.
+    client = models.ForeignKey("clients.Client", on_delete=models.PROTECT, related_name="jobs")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the bytes as uploaded.")
     model_version = models.CharField(max_length=128)
@@ -84,12 +86,13 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            # Dedup is the database's job. FAILED jobs stay for the record and do
-            # not block a new attempt for the same bytes.
+            # Dedup is the database's job, within one client: a cache hit tells a client
+            # nothing about another's uploads (docs/security.md). FAILED jobs stay for the
+            # record and do not block a new attempt for the same bytes.
             models.UniqueConstraint(
-                fields=["sha256", "model_version"],
+                fields=["client", "sha256", "model_version"],
                 condition=~Q(status="FAILED"),
-                name="job_unique_live_sha256_model",
+                name="job_unique_live_client_sha256_model",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in JobStatus]), name="job_status_valid"
@@ -98,7 +101,7 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "model_version", "created_at"], name="job_queue_idx"),
             models.Index(fields=["sha256"], name="job_sha256_idx"),
-            models.Index(fields=["-created_at"], name="job_created_idx"),
+            models.Index(fields=["client", "-created_at"], name="job_client_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -125,17 +128,22 @@ class JobResult(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """An Idempotency-Key header seen on POST /jobs, and the job it answered with.
+    """An Idempotency-Key header a client sent on POST /jobs, and the job it answered with.
 
-    The key is bound to the sha256 of the body it first came with: the same key
-    with other bytes is a client error (409), never a second job.
+    Keys are the client's own namespace. A key is bound to the sha256 of the body
+    it first came with: the same key with other bytes is a client error (409),
+    never a second job.
     """
 
-    key = models.CharField(max_length=255, primary_key=True)
+    client = models.ForeignKey("clients.Client", on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
     request_sha256 = models.CharField(max_length=64)
     # Set once the job exists; NULL only while the first request with this key is in flight.
     job = models.ForeignKey(Job, on_delete=models.CASCADE, null=True, related_name="idempotency_keys")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_per_client")]
 
     def __str__(self) -> str:
         return self.key

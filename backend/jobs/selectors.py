@@ -1,4 +1,5 @@
-"""Reads. Views call these; they never build querysets themselves."""
+"""Reads. Views call these; they never build querysets themselves. What a client asks for is
+scoped by its client here, never in a view."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from backend.clients.models import Client
 from backend.jobs import errors
 from backend.jobs.models import Job, JobStatus, WorkerHeartbeat
 
@@ -17,12 +19,13 @@ _STATUS_BY_NAME = {s.label.replace(" ", "_"): s.value for s in JobStatus} | {
 }
 
 
-def job_get(*, job_id: str | uuid.UUID) -> Job:
+def job_get(*, client: Client, job_id: str | uuid.UUID) -> Job:
+    """The client's job. Another client's job is not found, exactly like an unknown id."""
     try:
         key = uuid.UUID(str(job_id))
     except ValueError as exc:
         raise errors.JobNotFound() from exc
-    job = Job.objects.select_related("result").filter(id=key).first()
+    job = Job.objects.select_related("result").filter(client=client, id=key).first()
     if job is None:
         raise errors.JobNotFound()
     return job
@@ -38,8 +41,8 @@ def parse_status(value: str) -> str:
     return status
 
 
-def job_list(*, status: str | None = None) -> QuerySet[Job]:
-    qs = Job.objects.select_related("result").order_by("-created_at", "-id")
+def job_list(*, client: Client, status: str | None = None) -> QuerySet[Job]:
+    qs = Job.objects.select_related("result").filter(client=client).order_by("-created_at", "-id")
     if status:
         qs = qs.filter(status=parse_status(status))
     return qs
@@ -56,12 +59,12 @@ def job_status_counts() -> dict[str, int]:
     return {s.label: found.get(s.value, 0) for s in JobStatus}
 
 
-def live_job(*, sha256: str, model_version: str) -> Job | None:
-    """The job that answers for these bytes and this model (any status but FAILED), if any."""
+def live_job(*, client: Client, sha256: str, model_version: str) -> Job | None:
+    """The client's job that answers for these bytes and this model (any status but FAILED)."""
     return (
         Job.objects.select_related("result")
         .exclude(status=JobStatus.FAILED)
-        .filter(sha256=sha256, model_version=model_version)
+        .filter(client=client, sha256=sha256, model_version=model_version)
         .first()
     )
 

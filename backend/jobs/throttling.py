@@ -1,4 +1,4 @@
-"""Per-caller upload rate (429 + Retry-After). Keyed by client address until API keys exist.
+"""Per-client upload rate (429 + Retry-After): every key of a client shares one count.
 
 Counters live in Django's cache: Redis when CXRQ_CACHE_URL is set (shared by
 every web process), else per-process memory. If the cache is unreachable the
@@ -22,7 +22,10 @@ class UploadRateThrottle(SimpleRateThrottle):
         return settings.UPLOAD_RATE or None
 
     def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        # Uploads are authenticated (a client's key); the address is only a fallback.
+        client = getattr(request.user, "pk", None)
+        ident = f"client:{client}" if client is not None else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view) -> bool:
         if request.method != "POST":

@@ -34,7 +34,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The key model is ours (backend/clients/models.py, a subclass of its abstract model); the
+    # library's own concrete APIKey table is created with the app and stays empty.
+    "rest_framework_api_key",
     "backend.core",
+    "backend.clients",
     "backend.jobs",
 ]
 
@@ -108,8 +112,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "backend.core.exception_handler.handle_exception",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["backend.clients.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["backend.clients.permissions.HasJobScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.MultiPartParser",
@@ -240,6 +244,10 @@ PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=None)
 BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=None)
 BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=None)
 WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=None)  # worker processes per `celery worker`
+
+# Where `make run` keeps the development client's API key. Development settings only:
+# production never writes a key to disk.
+DEV_API_KEY_FILE: Path | None = None
 
 LOG_LEVEL = env.str("CXRQ_LOG_LEVEL", default="INFO")
 LOGGING = {

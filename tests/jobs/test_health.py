@@ -11,37 +11,37 @@ from tests.factories import png_bytes, post_image
 pytestmark = pytest.mark.django_db
 
 
-def test_health_reports_degradations(api, settings, worker):
-    body = api.get("/api/v1/health").json()
+def test_health_reports_degradations(operator_api, api, settings, worker):
+    body = operator_api.get("/api/v1/health").json()
     assert "no_live_worker" in body["reasons"]
     assert body["status"] == "degraded"
-    assert api.get("/api/v1/health?strict=1").status_code == 503
+    assert operator_api.get("/api/v1/health?strict=1").status_code == 503
 
     worker.start()  # reports in
     settings.MAX_QUEUE_DEPTH = 1
     post_image(api, png_bytes(seed=30))
-    response = api.get("/api/v1/health")
+    response = operator_api.get("/api/v1/health")
     assert response.status_code == 200
     assert response.json()["reasons"] == ["queue_over_depth"]
     settings.MAX_QUEUE_DEPTH = 100
-    ok = api.get("/api/v1/health?strict=1")
+    ok = operator_api.get("/api/v1/health?strict=1")
     assert ok.status_code == 200
     assert ok.json()["status"] == "ok"
     assert ok.json()["workers"]["live"] == 1
 
 
-def test_health_when_the_broker_is_down(api, settings, worker, monkeypatch):
+def test_health_when_the_broker_is_down(operator_api, settings, worker, monkeypatch):
     from backend.celery_app import app
 
     worker.start()
     unreachable = app.connection_for_write  # a broker nobody listens on
     monkeypatch.setattr(app, "connection_for_write", lambda *a, **kw: unreachable("redis://127.0.0.1:1/0"))
-    body = api.get("/api/v1/health").json()
+    body = operator_api.get("/api/v1/health").json()
     assert body["broker"]["ok"] is False
     assert body["reasons"] == ["broker_unavailable"]
 
 
-def test_health_says_when_no_live_worker_runs_the_model_version_uploads_queue_for(api, fake_runtime):
+def test_health_says_when_no_live_worker_runs_the_model_version_uploads_queue_for(operator_api, fake_runtime):
     """Workers are live, but all of them run another model version: queued jobs would wait
     for ever, and health says so with its own reason."""
     from worker.lifecycle import WorkerProcess
@@ -51,9 +51,21 @@ def test_health_says_when_no_live_worker_runs_the_model_version_uploads_queue_fo
     )
     try:
         other.start()
-        body = api.get("/api/v1/health").json()
+        body = operator_api.get("/api/v1/health").json()
         assert body["reasons"] == ["no_worker_for_model_version"]
         assert body["workers"]["live"] == 1 and body["workers"]["serving_model_version"] == 0
-        assert api.get("/api/v1/health?strict=1").status_code == 503
+        assert operator_api.get("/api/v1/health?strict=1").status_code == 503
     finally:
         other.stop()
+
+
+def test_anonymous_callers_get_the_status_and_reasons_only(anonymous_api, api, operator_api):
+    """Worker ids (host:pid), database vendor, broker and model version are for operators."""
+    for caller in (anonymous_api, api):  # no key, and a client's submit key
+        response = caller.get("/api/v1/health")
+        assert response.status_code == 200
+        assert set(response.json()) == {"status", "reasons"}
+        assert "no_live_worker" in response.json()["reasons"]
+    assert {"database", "broker", "workers", "model_version"} <= set(
+        operator_api.get("/api/v1/health").json()
+    )

@@ -4,7 +4,13 @@ import socket
 
 import pytest
 
-from tests.reliability.harness import PrivatePostgres, PrivateRedis, SharedPostgresDatabase, Stack
+from tests.reliability.harness import (
+    STACK_CLIENT,
+    PrivatePostgres,
+    PrivateRedis,
+    SharedPostgresDatabase,
+    Stack,
+)
 
 
 def _pg_reachable() -> bool:
@@ -49,6 +55,7 @@ def make_stack(tmp_path):
         stack = Stack(tmp_path / f"stack{len(stacks)}", database_url, broker_url, **env)
         stacks.append(stack)
         stack.migrate()
+        stack.create_client(STACK_CLIENT)
         return stack
 
     yield make

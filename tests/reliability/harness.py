@@ -141,6 +141,8 @@ class SharedPostgresDatabase:
         self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
+# The client every stack's requests come from (a submit and an operator key).
+STACK_CLIENT = "reliability"
 # For tests of lease expiry: a lost worker's jobs come back after this.
 LEASE_EXPIRY = {"CXRQ_LEASE_SECONDS": "3"}
 
@@ -181,11 +183,14 @@ class Stack(ProcessStack):
 
     def upload(self, data: bytes, name: str = "x.png", **headers: str) -> requests.Response:
         return requests.post(
-            f"{self.web_url}/api/v1/jobs", files={"image": (name, data)}, headers=headers, timeout=30
+            f"{self.web_url}/api/v1/jobs",
+            files={"image": (name, data)},
+            headers=self.headers() | headers,
+            timeout=30,
         )
 
     def job(self, job_id: str) -> dict:
-        return requests.get(f"{self.web_url}/api/v1/jobs/{job_id}", timeout=10).json()
+        return requests.get(f"{self.web_url}/api/v1/jobs/{job_id}", headers=self.headers(), timeout=10).json()
 
     def wait_terminal(self, job_ids: list[str], timeout: float) -> dict[str, dict]:
         pending = set(job_ids)

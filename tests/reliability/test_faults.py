@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.factories import png_bytes, white_png
-from tests.reliability.harness import LEASE_EXPIRY, free_port, port_open, wait_for
+from tests.reliability.harness import LEASE_EXPIRY, STACK_CLIENT, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,9 @@ def upload_many(stack, n: int, start: int = 0) -> list[str]:
 
 
 def count_status(stack, status: str) -> int:
-    return requests.get(f"{stack.web_url}/api/v1/jobs", params={"status": status}, timeout=10).json()["count"]
+    return requests.get(
+        f"{stack.web_url}/api/v1/jobs", params={"status": status}, headers=stack.headers(), timeout=10
+    ).json()["count"]
 
 
 def assert_all_succeeded_once(stack, ids: list[str], timeout: float = 60) -> dict[str, dict]:
@@ -267,7 +269,9 @@ def test_four_workers_two_thousand_jobs_each_exactly_once(make_stack, shared_dat
     # All four are up before the jobs arrive: on loaded cores the first two to start could
     # otherwise finish 2,000 jobs before the last is ready, and nothing would be shared.
     workers = [stack.start_worker(f"w{i}") for i in range(4)]
-    seeded = stack.manage("shell", "-c", SEED_JOBS.replace("__N__", "2000"))
+    seeded = stack.manage(
+        "shell", "-c", SEED_JOBS.replace("__N__", "2000").replace("__CLIENT__", STACK_CLIENT)
+    )
     assert "seeded 2000" in seeded.stdout, seeded.stdout + seeded.stderr
 
     wait_for(
@@ -303,7 +307,9 @@ SEED_JOBS = """
 import io
 from PIL import Image
 from django.core.files.uploadedfile import SimpleUploadedFile
+from backend.clients.models import Client
 from backend.jobs.services import intake
+client = Client.objects.get(name="__CLIENT__")
 base = Image.linear_gradient("L").resize((96, 96))
 for i in range(__N__):
     img = base.copy()
@@ -311,7 +317,7 @@ for i in range(__N__):
     img.putpixel(((i // 9216) % 96, 0), 0)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    intake.job_create(upload=SimpleUploadedFile(f"{i}.png", buf.getvalue()))
+    intake.job_create(client=client, upload=SimpleUploadedFile(f"{i}.png", buf.getvalue()))
 print("seeded", __N__)
 """
 

@@ -84,7 +84,7 @@ def test_results_match_running_the_model_directly(api, model_worker, runtime, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_twenty_concurrent_identical_uploads_make_one_job_and_one_inference(model_worker, settings):
+def test_twenty_concurrent_identical_uploads_make_one_job_and_one_inference(model_worker, settings, api_key):
     settings.BATCH_MAX_WAIT_MS = 0
     data = sample_bytes("00027426_000.png")
     barrier = threading.Barrier(20)
@@ -96,7 +96,13 @@ def test_twenty_concurrent_identical_uploads_make_one_job_and_one_inference(mode
             barrier.wait()
             from django.core.files.uploadedfile import SimpleUploadedFile
 
-            responses.append(client.post("/api/v1/jobs", {"image": SimpleUploadedFile("x.png", data)}))
+            responses.append(
+                client.post(
+                    "/api/v1/jobs",
+                    {"image": SimpleUploadedFile("x.png", data)},
+                    HTTP_AUTHORIZATION=f"Api-Key {api_key}",
+                )
+            )
         finally:
             connection.close()
 

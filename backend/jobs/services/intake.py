@@ -15,6 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
+from backend.clients.models import Client
 from backend.jobs import errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
@@ -31,12 +32,13 @@ class JobCreateOutcome:
 
 def job_create(
     *,
+    client: Client,
     upload: UploadedFile,
     original_filename: str = "",
     content_type: str = "",
     idempotency_key: str | None = None,
 ) -> JobCreateOutcome:
-    """Create a job for an upload, or return the live job for the same bytes and model.
+    """Create the client's job for an upload, or return its live job for the same bytes and model.
 
     With an Idempotency-Key, a replay returns the job the key first answered
     with, and the key with different bytes is refused (409).
@@ -46,12 +48,16 @@ def job_create(
 
     def create() -> JobCreateOutcome:
         return _create_or_dedup(
-            data=data, sha256=sha256, original_filename=original_filename, content_type=content_type
+            client=client,
+            data=data,
+            sha256=sha256,
+            original_filename=original_filename,
+            content_type=content_type,
         )
 
     if not idempotency_key:
         return create()
-    key_job, first_use = _claim_idempotency_key(key=idempotency_key, sha256=sha256)
+    key_job, first_use = _claim_idempotency_key(client=client, key=idempotency_key, sha256=sha256)
     if key_job is not None:
         return JobCreateOutcome(job=key_job, deduplicated=True)
     if not first_use:
@@ -62,23 +68,25 @@ def job_create(
         outcome = create()
     except BaseException:
         # Nothing was accepted under this key: free it so the client can retry.
-        IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).delete()
+        IdempotencyKey.objects.filter(client=client, key=idempotency_key, job__isnull=True).delete()
         raise
-    IdempotencyKey.objects.filter(key=idempotency_key, job__isnull=True).update(job=outcome.job)
+    IdempotencyKey.objects.filter(client=client, key=idempotency_key, job__isnull=True).update(
+        job=outcome.job
+    )
     return outcome
 
 
-def _claim_idempotency_key(*, key: str, sha256: str) -> tuple[Job | None, bool]:
+def _claim_idempotency_key(*, client: Client, key: str, sha256: str) -> tuple[Job | None, bool]:
     """Record the key for these bytes: (None, True) for a first use, else (the key's job or
     None while the first request is in flight, False)."""
     if not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
         raise errors.InvalidIdempotencyKey()
     try:
         with transaction.atomic():
-            IdempotencyKey.objects.create(key=key, request_sha256=sha256)
+            IdempotencyKey.objects.create(client=client, key=key, request_sha256=sha256)
         return None, True
     except IntegrityError:
-        existing = IdempotencyKey.objects.select_related("job__result").filter(key=key).first()
+        existing = IdempotencyKey.objects.select_related("job__result").filter(client=client, key=key).first()
     if existing is None:
         # The first request failed and freed the key between our insert and this read.
         raise errors.IdempotencyKeyBusy(retry_after=1)
@@ -88,10 +96,10 @@ def _claim_idempotency_key(*, key: str, sha256: str) -> tuple[Job | None, bool]:
 
 
 def _create_or_dedup(
-    *, data: bytes, sha256: str, original_filename: str, content_type: str
+    *, client: Client, data: bytes, sha256: str, original_filename: str, content_type: str
 ) -> JobCreateOutcome:
     model_version = current_model_version()
-    existing = selectors.live_job(sha256=sha256, model_version=model_version)
+    existing = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
     if existing is not None:
         return JobCreateOutcome(job=existing, deduplicated=True)
 
@@ -105,6 +113,7 @@ def _create_or_dedup(
         dicom_accept_burned_in=settings.DICOM_ACCEPT_BURNED_IN_ANNOTATION,
     )
     job = Job(
+        client=client,
         sha256=sha256,
         model_version=model_version,
         original_filename=images.stored_filename(original_filename, keep=settings.STORE_ORIGINAL_FILENAME),
@@ -120,7 +129,7 @@ def _create_or_dedup(
             wake_workers([job.id])
     except IntegrityError:
         job.upload.delete(save=False)
-        winner = selectors.live_job(sha256=sha256, model_version=model_version)
+        winner = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
         if winner is None:  # the winner failed in between: vanishingly rare, let the client retry
             raise
         return JobCreateOutcome(job=winner, deduplicated=True)
@@ -128,8 +137,9 @@ def _create_or_dedup(
         job.upload.delete(save=False)
         raise
     logger.info(
-        "event=job_created job_id=%s sha256=%s format=%s bytes=%d",
+        "event=job_created job_id=%s client_id=%s sha256=%s format=%s bytes=%d",
         job.id,
+        client.id,
         sha256[:12],
         info.image_format,
         len(data),

@@ -7,7 +7,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.factories import DATA, poll_job, sample_bytes
+from tests.factories import DATA, authorization, poll_job, sample_bytes
 from tests.jobs.images import factories as f
 from tests.jobs.images import phi
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 SAMPLES = sorted(p.name for p in DATA.iterdir() if p.suffix.lower() in (".png", ".jpg", ".dcm"))
 
 
-def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_server, start_worker):
+def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_server, start_worker, api_key):
     worker = start_worker()
     worker.wait_ready()
     api = f"{live_server.url}/api/v1"
@@ -30,12 +30,13 @@ def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_serv
         r = requests.post(
             f"{api}/jobs",
             files={"image": (name, data, phi.CONTENT_TYPE if name == phi.FILENAME else None)},
+            headers=authorization(api_key),
             timeout=30,
         )
         assert r.status_code == 202, (name, r.text)
         created[name] = r.json()
 
-    finished = {name: poll_job(job["url"]) for name, job in created.items()}
+    finished = {name: poll_job(job["url"], headers=authorization(api_key)) for name, job in created.items()}
     for name, body in finished.items():
         assert body["status"] == "succeeded", (name, body)
         assert len(body["result"]["probabilities"]) == 18, name
@@ -45,7 +46,8 @@ def test_every_sample_and_generated_format_succeeds_with_a_real_worker(live_serv
 
     # The planted PHI went through the same path and is nowhere: responses, files, rows, worker log.
     assert phi.found_in(str(list(finished.values())) + str(list(created.values()))) == []
-    assert phi.found_in(requests.get(f"{api}/jobs?page_size=100", timeout=5).content) == []
+    listing = requests.get(f"{api}/jobs?page_size=100", headers=authorization(api_key), timeout=5)
+    assert listing.status_code == 200 and phi.found_in(listing.content) == []
     for path, content in phi.stored_files(settings.MEDIA_ROOT).items():
         assert phi.found_in(content) == [], path
     assert phi.found_in(phi.dump_database()) == []

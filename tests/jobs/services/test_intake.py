@@ -8,7 +8,7 @@ import pytest
 from django.db import IntegrityError
 
 from backend.jobs.models import IdempotencyKey, Job
-from tests.factories import assert_error, png_bytes, post_image
+from tests.factories import assert_error, default_client, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +70,9 @@ def test_a_failing_replay_of_an_in_flight_key_does_not_free_it(api, settings):
     that fails (here: the queue is full) must leave the key to the first request: a later
     request with other bytes under that key is still refused."""
     data = png_bytes(seed=31)
-    IdempotencyKey.objects.create(key="visit-9", request_sha256=hashlib.sha256(data).hexdigest())
+    IdempotencyKey.objects.create(
+        client=default_client(), key="visit-9", request_sha256=hashlib.sha256(data).hexdigest()
+    )
     settings.MAX_QUEUE_DEPTH = 1
     post_image(api, png_bytes(seed=32))  # fills the queue
 

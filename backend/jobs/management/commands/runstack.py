@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from backend.clients.services import development_key
+
 
 class Command(BaseCommand):
     help = "Serve the API on 127.0.0.1:PORT with one Celery worker (development)."
@@ -26,6 +28,16 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options):
         db = settings.DATABASES["default"]
         base = f"http://{host}:{port}"
+        if settings.DEV_API_KEY_FILE is not None:
+            key_file = settings.DEV_API_KEY_FILE
+            development_key(path=key_file)
+            key_lines = [
+                f"  API key  : in {key_file} (the 'development' client; kept across restarts)",
+                f'  try      : curl -H "Authorization: Api-Key $(cat {key_file})" '
+                f"-F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
+            ]
+        else:
+            key_lines = ["  API key  : python manage.py create_client NAME (prints a key once)"]
         self.stdout.write(
             "\n".join(
                 [
@@ -36,7 +48,7 @@ class Command(BaseCommand):
                     f"  admin    : {base}/admin/",
                     "  add admin: .venv/bin/python manage.py createsuperuser",
                     "  docs     : README.md, docs/api.md",
-                    f"  try      : curl -F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
+                    *key_lines,
                     "",
                 ]
             )

@@ -1,0 +1,36 @@
+"""Clients and keys in the admin. A key's value is never shown: only its prefix, state and scope.
+New keys are made with `manage.py client_keys add` (or create_client), which prints them once."""
+
+from django.contrib import admin
+
+from backend.clients.models import ApiKey, Client
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "name", "scope", "created", "expiry_date", "last_used_at", "revoked")
+    readonly_fields = ("prefix", "name", "scope", "created", "last_used_at")
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a key made here could not be shown to anyone: use client_keys add
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "created_at")
+    search_fields = ("name", "=id")
+    inlines = (ApiKeyInline,)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "client", "name", "scope", "created", "expiry_date", "last_used_at", "revoked")
+    list_filter = ("scope", "revoked", "client")
+    search_fields = ("prefix", "name", "client__name")
+    readonly_fields = ("prefix", "client", "name", "scope", "created", "last_used_at")
+    fields = ("prefix", "client", "name", "scope", "created", "expiry_date", "last_used_at", "revoked")
+
+    def has_add_permission(self, request):
+        return False
