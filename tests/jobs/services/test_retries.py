@@ -23,27 +23,21 @@ def test_retried_jobs_are_claimed_alone():
     assert {j.id for j in jobs} >= set(first.job_ids)
 
 
+def _retry_later(batch) -> dict:
+    return claims.job_retry_later(
+        job_ids=batch.job_ids, claim_token=batch.claim_token, code="db", message="x"
+    )
+
+
 def test_transient_errors_back_off_then_fail(settings):
     settings.MAX_ATTEMPTS = 2
     settings.RETRY_BACKOFF_SECONDS = 60
     job = make_jobs(1)[0]
-    batch = claim(1)
-    assert claims.job_retry_later(
-        job_ids=batch.job_ids, claim_token=batch.claim_token, code="db", message="x"
-    ) == {
-        "requeued": 1,
-        "failed": 0,
-    }
+    assert _retry_later(claim(1)) == {"requeued": 1, "failed": 0}
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.available_at > timezone.now()
     assert claim(1).jobs == []  # not before its backoff
     Job.objects.filter(id=job.id).update(available_at=timezone.now())
-    batch = claim(1)
-    assert claims.job_retry_later(
-        job_ids=batch.job_ids, claim_token=batch.claim_token, code="db", message="x"
-    ) == {
-        "requeued": 0,
-        "failed": 1,
-    }
+    assert _retry_later(claim(1)) == {"requeued": 0, "failed": 1}
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "gave up after 2 attempts" in job.error_message
