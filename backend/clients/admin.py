@@ -19,7 +19,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "created_at")
+    list_display = ("name", "id", "max_queued_jobs", "created_at")
     search_fields = ("name", "=id")
     inlines = (ApiKeyInline,)
 

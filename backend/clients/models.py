@@ -25,12 +25,24 @@ class Client(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    max_queued_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Jobs this client may have waiting at once (429 client_queue_full past it). "
+        "Empty: CXRQ_CLIENT_MAX_QUEUED_JOBS; 0: no cap.",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def queued_jobs_cap(self) -> int:
+        from django.conf import settings
+
+        return settings.CLIENT_MAX_QUEUED_JOBS if self.max_queued_jobs is None else self.max_queued_jobs
 
     # DRF treats the authenticated principal as request.user.
     is_authenticated = True

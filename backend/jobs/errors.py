@@ -70,6 +70,15 @@ class QueueFull(ApplicationError):
     )
 
 
+class ClientQueueFull(ApplicationError):
+    code = "client_queue_full"
+    status_code = 429
+    default_message = (
+        "This client has as many images waiting for analysis as it may; retry later. "
+        "Cached results are still served."
+    )
+
+
 class IdempotencyKeyReused(ApplicationError):
     code = "idempotency_key_reused"
     status_code = 409

@@ -69,9 +69,13 @@ def live_job(*, client: Client, sha256: str, model_version: str) -> Job | None:
     )
 
 
-def queue_depth(*, model_version: str | None = None) -> int:
+def queue_depth(*, model_version: str | None = None, client: Client | None = None) -> int:
     qs = Job.objects.filter(status=JobStatus.QUEUED)
-    return (qs.filter(model_version=model_version) if model_version else qs).count()
+    if model_version:
+        qs = qs.filter(model_version=model_version)
+    if client is not None:
+        qs = qs.filter(client=client)
+    return qs.count()
 
 
 def queued_jobs(*, waiting_seconds: float = 0.0, claimable_only: bool = False) -> QuerySet[Job]:

@@ -179,6 +179,9 @@ IMAGE_MAX_PIXELS = env.int("CXRQ_IMAGE_MAX_PIXELS", default=50_000_000)
 IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
 UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
 MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
+# Jobs one client may have waiting at once (a client's own max_queued_jobs overrides it; 0: no
+# cap): one client's backlog cannot fill the queue for everyone (429 client_queue_full).
+CLIENT_MAX_QUEUED_JOBS = env.int("CXRQ_CLIENT_MAX_QUEUED_JOBS", default=500)
 QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("CXRQ_QUEUE_FULL_RETRY_AFTER_SECONDS", default=5)
 
 # --- Image intake (docs/intake.md) ---

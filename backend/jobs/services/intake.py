@@ -103,7 +103,7 @@ def _create_or_dedup(
     if existing is not None:
         return JobCreateOutcome(job=existing, deduplicated=True)
 
-    _check_backpressure()
+    _check_backpressure(client)
     # Validated and de-identified: info.stored_bytes, not the upload, is what rests on disk.
     info = images.accept_image(
         data,
@@ -147,14 +147,18 @@ def _create_or_dedup(
     return JobCreateOutcome(job=job, deduplicated=False)
 
 
-def _check_backpressure() -> None:
-    """Refuse new inference work (503) while the queue is over MAX_QUEUE_DEPTH."""
+def _check_backpressure(client: Client) -> None:
+    """Refuse new inference work while the whole queue is over MAX_QUEUE_DEPTH (503), or this
+    client's share of it is over its cap (429: other clients are still served)."""
     limit = settings.MAX_QUEUE_DEPTH
-    if limit <= 0:
-        return
-    depth = selectors.queue_depth()
-    if depth >= limit:
+    if limit > 0 and (depth := selectors.queue_depth()) >= limit:
         raise errors.QueueFull(
             details={"queue_depth": depth, "max_queue_depth": limit},
+            retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
+        )
+    cap = client.queued_jobs_cap
+    if cap > 0 and (mine := selectors.queue_depth(client=client)) >= cap:
+        raise errors.ClientQueueFull(
+            details={"queued_jobs": mine, "max_queued_jobs": cap},
             retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
         )

@@ -8,7 +8,7 @@ import pytest
 from django.db import IntegrityError
 
 from backend.jobs.models import IdempotencyKey, Job
-from tests.factories import assert_error, default_client, png_bytes, post_image
+from tests.factories import assert_error, client_and_key, default_client, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +96,28 @@ def test_a_key_freed_between_insert_and_read_is_a_clean_retryable_error(api, mon
     assert_error(response, 409, "idempotency_key_busy")
     assert int(response["Retry-After"]) >= 1
     assert not Job.objects.exists()
+
+
+def test_a_clients_queue_cap_is_429_while_other_clients_are_served(api, anonymous_api, settings, worker):
+    settings.CLIENT_MAX_QUEUED_JOBS = 2
+    cached = png_bytes(seed=40)
+    post_image(api, cached)
+    worker.drain()  # one result in this client's cache
+    for seed in (41, 42):
+        assert post_image(api, png_bytes(seed=seed)).status_code == 202
+
+    response = post_image(api, png_bytes(seed=43))
+    error = assert_error(response, 429, "client_queue_full")
+    assert error["details"] == {"queued_jobs": 2, "max_queued_jobs": 2}
+    assert int(response["Retry-After"]) >= 1
+    assert post_image(api, cached).status_code == 200  # its cache still answers
+    _, other = client_and_key(name="hospital-b")
+    assert (
+        post_image(anonymous_api, png_bytes(seed=43), HTTP_AUTHORIZATION=f"Api-Key {other}").status_code
+        == 202
+    )
+
+    client = default_client()
+    client.max_queued_jobs = 0  # this client: no cap
+    client.save(update_fields=["max_queued_jobs"])
+    assert post_image(api, png_bytes(seed=44)).status_code == 202
