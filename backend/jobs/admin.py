@@ -90,7 +90,10 @@ class JobAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "queue_state": selectors.queue_state()}
         return super().changelist_view(request, extra_context=extra_context)
 
-    @admin.action(description="Requeue selected jobs (stuck, queued or failed)")
+    def has_operate_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.operate_job")
+
+    @admin.action(description="Requeue selected jobs (stuck, queued or failed)", permissions=["operate"])
     def requeue_selected(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
         done = operators.job_requeue(
@@ -98,7 +101,7 @@ class JobAdmin(admin.ModelAdmin):
         )
         self.message_user(request, f"Requeued {len(done)} of {len(ids)} jobs.")
 
-    @admin.action(description="Fail selected jobs (queued or stuck)")
+    @admin.action(description="Fail selected jobs (queued or stuck)", permissions=["operate"])
     def fail_selected(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
         n = operators.job_fail_by_operator(job_ids=ids, reason=f"failed by {request.user} in the admin")

@@ -85,6 +85,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # The admin's operator group has it: requeue and fail jobs. Viewers only look.
+        permissions = [("operate_job", "Can requeue and fail jobs")]
         constraints = [
             # Dedup is the database's job, within one client: a cache hit tells a client
             # nothing about another's uploads (docs/security.md). FAILED jobs stay for the

@@ -11,6 +11,7 @@ or a socket: reading the environment is all an import does.
 """
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,8 @@ INSTALLED_APPS = [
     # The key model is ours (backend/clients/models.py, a subclass of its abstract model); the
     # library's own concrete APIKey table is created with the app and stays empty.
     "rest_framework_api_key",
+    # Admin sign-in: failed attempts counted per user name and address, locked out past a limit.
+    "axes",
     "backend.core",
     "backend.clients",
     "backend.jobs",
@@ -51,7 +54,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before checking it
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed admin sign-ins for one user name from one address, that pair is locked
+# out (HTTP 429) for the cool-off time; an admin can lift it (manage.py axes_reset).
+AXES_FAILURE_LIMIT = env.int("CXRQ_ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("CXRQ_ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "backend.urls"
 WSGI_APPLICATION = "backend.wsgi.application"

@@ -30,7 +30,20 @@ if not MODEL_WEIGHTS_SHA256:
 MODEL_ALLOW_FALLBACK = False
 MODEL_FAKE = False
 
+# HTTPS only. TLS is terminated in front of the web process (a proxy or load balancer that
+# sets X-Forwarded-Proto); plain HTTP is redirected, except health, for probes inside the network.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Checks that do not apply, with why: HSTS preload is a commitment for the whole domain, the
+# operator's to make (DJANGO_SECURE_HSTS_PRELOAD).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]

@@ -51,3 +51,52 @@ def test_admin_actions_requeue_and_fail(admin_client, api):
     assert Job.objects.get(id=ids[0]).status == JobStatus.FAILED
     admin_client.post("/admin/jobs/job/", {"action": "requeue_selected", "_selected_action": ids[:1]})
     assert Job.objects.get(id=ids[0]).status == JobStatus.QUEUED
+
+
+def _staff(client, username: str, group: str | None):
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(username, password="pw-for-tests-only", is_staff=True)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    client.force_login(user)
+    return client
+
+
+def test_viewers_look_and_operators_act(client, api):
+    ids = [post_image(api, png_bytes(seed=s)).json()["id"] for s in (7, 8)]
+    viewer = _staff(client, "viewer", "job viewers")
+    page = viewer.get("/admin/jobs/job/")
+    assert page.status_code == 200 and ids[0] in page.content.decode()
+    assert "fail_selected" not in page.content.decode()  # no actions offered
+    viewer.post("/admin/jobs/job/", {"action": "fail_selected", "_selected_action": ids[:1]})
+    assert Job.objects.get(id=ids[0]).status == JobStatus.QUEUED  # and none taken
+
+    viewer.logout()
+    operator = _staff(client, "operator", "job operators")
+    assert "fail_selected" in operator.get("/admin/jobs/job/").content.decode()
+    operator.post("/admin/jobs/job/", {"action": "fail_selected", "_selected_action": ids[:1]})
+    assert Job.objects.get(id=ids[0]).status == JobStatus.FAILED
+
+
+def test_staff_without_a_group_and_non_staff_see_no_jobs(client):
+    no_group = _staff(client, "nobody", None)
+    assert no_group.get("/admin/jobs/job/").status_code == 403
+    no_group.logout()
+    client.force_login(get_user_model().objects.create_user("patient", password="pw-for-tests-only"))
+    assert client.get("/admin/jobs/job/").status_code == 302  # to the sign-in page
+
+
+def test_admin_sign_in_is_locked_out_after_repeated_failures(client, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    get_user_model().objects.create_superuser("root", "r@example.org", "the-right-password")
+    for _ in range(3):
+        wrong = client.post(
+            "/admin/login/", {"username": "root", "password": "guess"}, REMOTE_ADDR="10.1.1.1"
+        )
+        assert wrong.status_code in (200, 429)
+    locked = client.post(
+        "/admin/login/", {"username": "root", "password": "the-right-password"}, REMOTE_ADDR="10.1.1.1"
+    )
+    assert locked.status_code == 429  # even the right password, from that address, for a while
+    assert "_auth_user_id" not in client.session
