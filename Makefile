@@ -43,9 +43,13 @@ clean:
 # last line JSON. tune: sweep batching/threads/workers/concurrency, write worker/runtime/tuned.json.
 BENCH_ARGS ?= --out var/bench.json --plot var/bench.png
 TUNE_ARGS ?=
-.PHONY: tune
+.PHONY: tune claim-cost
 bench: install
 	$(PY) -m tools.bench $(BENCH_ARGS)
 
 tune: install
 	$(PY) -m tools.tune $(TUNE_ARGS)
+
+# The batch claim's cost on PostgreSQL with 1,000 and 10,000 jobs queued over 50 clients.
+claim-cost: install
+	$(PY) -m tools.claim_cost

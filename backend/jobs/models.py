@@ -101,7 +101,8 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "model_version", "created_at"], name="job_queue_idx"),
+            # The claim: queued jobs of a model version, by client, oldest first (fair turns).
+            models.Index(fields=["status", "model_version", "client", "created_at"], name="job_claim_idx"),
             models.Index(fields=["sha256"], name="job_sha256_idx"),
             models.Index(fields=["client", "-created_at"], name="job_client_created_idx"),
         ]

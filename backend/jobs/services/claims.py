@@ -51,16 +51,24 @@ def _db_dt(value) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-# One statement picks and moves the rows. PostgreSQL: FOR UPDATE SKIP LOCKED skips rows
-# another claimer holds. SQLite (the embedded default) has no row locks but runs the
-# statement under its single writer lock; the status guard keeps it exact there too.
+# One statement picks and moves the rows. Clients take turns: each waiting job is numbered
+# within its client, oldest first (its turn), and a batch takes the lowest turns, oldest first
+# among equals. So with one client holding 1,000 queued jobs, another client's job submitted
+# after them is in the next batch, not after the backlog. PostgreSQL: FOR UPDATE SKIP LOCKED
+# skips rows another claimer holds and keeps filling the batch past them. SQLite (the embedded
+# default) has no row locks but runs the statement under its single writer lock; the status
+# guard keeps it exact there too.
 _CLAIM_SQL = """
-WITH picked AS (
-    SELECT id FROM jobs_job
+WITH waiting AS (
+    SELECT id, created_at, row_number() OVER (PARTITION BY client_id ORDER BY created_at) AS turn
+    FROM jobs_job
     WHERE status = '{queued}' AND model_version = %s
       AND (available_at IS NULL OR available_at <= %s)
       AND attempts {attempts}
-    ORDER BY created_at
+),
+picked AS (
+    SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
+    ORDER BY w.turn, w.created_at
     LIMIT %s
     {lock}
 )
@@ -83,7 +91,7 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
     """
     now = timezone.now()
     batch = ClaimedBatch(batch_id=uuid.uuid4(), claim_token=uuid.uuid4(), worker_id=worker_id)
-    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    lock = "FOR UPDATE OF j SKIP LOCKED" if connection.vendor == "postgresql" else ""
     lease = now + timedelta(seconds=settings.LEASE_SECONDS)
     params_tail = [
         _db_dt(now),

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from backend.jobs.models import Job, JobResult, JobStatus
 from backend.jobs.services import claims
 from backend.jobs.services.claims import InferenceOutcome
-from tests.factories import claim, make_jobs
+from tests.factories import claim, client_and_key, make_jobs
 
 
 @pytest.mark.django_db
@@ -48,7 +48,7 @@ def test_claim_uses_a_constant_number_of_queries():
     assert 1 <= len(sql) <= 2
     assert all("UPDATE jobs_job" in q for q in sql)
     if connection.vendor == "postgresql":
-        assert all("FOR UPDATE SKIP LOCKED" in q for q in sql)
+        assert all("FOR UPDATE OF j SKIP LOCKED" in q for q in sql)
 
 
 @pytest.mark.django_db
@@ -129,3 +129,26 @@ def test_release_returns_jobs_to_the_queue():
     assert claims.job_release(job_ids=batch.job_ids, claim_token=batch.claim_token) == 3
     assert set(Job.objects.values_list("status", "attempts")) == {(JobStatus.QUEUED, 0)}
     assert len(claim(3).jobs) == 3
+
+
+@pytest.mark.django_db
+def test_clients_take_turns_so_a_backlog_cannot_starve_another_client():
+    """Client A has 30 jobs waiting; client B's one job, submitted after all of them, is in the
+    very next batch. Then A's jobs keep their own order."""
+    hospital_a = client_and_key(name="hospital-a")[0]
+    hospital_b = client_and_key(name="hospital-b")[0]
+    backlog = make_jobs(30, client=hospital_a)
+    (late,) = make_jobs(1, start=100, client=hospital_b)
+    first = claim(4)
+    assert late.id in first.job_ids
+    assert [j for j in first.job_ids if j != late.id] == [j.id for j in backlog[:3]]
+    assert claim(4).job_ids == [j.id for j in backlog[3:7]]
+
+
+@pytest.mark.django_db
+def test_turns_interleave_several_clients_oldest_first():
+    clients = [client_and_key(name=f"h{i}")[0] for i in range(3)]
+    jobs = {c.name: make_jobs(3, start=10 * i, client=c) for i, c in enumerate(clients)}
+    batch = claim(6)
+    # Each client's two oldest, whatever the order they were submitted in.
+    assert set(batch.job_ids) == {j.id for name in jobs for j in jobs[name][:2]}
