@@ -7,6 +7,8 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from backend.audit.actors import actor_from_request
+from backend.audit.services import audit_write
 from backend.jobs import selectors
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 from backend.jobs.services import operators
@@ -99,12 +101,18 @@ class JobAdmin(admin.ModelAdmin):
         done = operators.job_requeue(
             job_ids=ids, statuses=(JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FAILED)
         )
+        audit_write(actor=actor_from_request(request), action="job.requeued", job_ids=done)
         self.message_user(request, f"Requeued {len(done)} of {len(ids)} jobs.")
 
     @admin.action(description="Fail selected jobs (queued or stuck)", permissions=["operate"])
     def fail_selected(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
         n = operators.job_fail_by_operator(job_ids=ids, reason=f"failed by {request.user} in the admin")
+        # The jobs the admin acted on; details say how many were still queued or running.
+        details = {"failed": n, "selected": len(ids)}
+        audit_write(
+            actor=actor_from_request(request), action="job.failed_by_operator", job_ids=ids, details=details
+        )
         self.message_user(request, f"Failed {n} of {len(ids)} jobs.")
 
     @admin.display(description="sha256", ordering="sha256")

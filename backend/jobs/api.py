@@ -9,6 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backend.audit.actors import actor_from_request
+from backend.audit.services import audit_read, audit_write
 from backend.jobs import errors, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer
@@ -51,6 +53,8 @@ class JobCollectionApi(APIView):
             idempotency_key=request.headers.get("Idempotency-Key"),
         )
         job = outcome.job
+        action = "job.deduplicated" if outcome.deduplicated else "job.created"
+        audit_write(actor=actor_from_request(request), action=action, job_ids=[job.id])
         body = JobOutputSerializer(job, context={"request": request}).data
         body["deduplicated"] = outcome.deduplicated
         code = status.HTTP_200_OK if job.status == JobStatus.SUCCEEDED else status.HTTP_202_ACCEPTED
@@ -61,10 +65,13 @@ class JobCollectionApi(APIView):
         paginator = JobPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = JobOutputSerializer(page, many=True, context={"request": request}).data
+        details = {"status": request.query_params.get("status", ""), "returned": len(data)}
+        audit_read(actor=actor_from_request(request), action="jobs.listed", details=details)
         return paginator.get_paginated_response(data)
 
 
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(client=request.user, job_id=job_id)
+        audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)
         return Response(JobOutputSerializer(job, context={"request": request}).data)

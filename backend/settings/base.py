@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "backend.core",
     "backend.clients",
     "backend.jobs",
+    "backend.audit",
 ]
 
 MIDDLEWARE = [

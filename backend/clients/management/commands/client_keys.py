@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from backend.audit.services import Actor, audit_write
 from backend.clients import services
 from backend.clients.models import ApiKey, Client, Scope
 
@@ -35,6 +36,10 @@ class Command(BaseCommand):
             issued = services.api_key_create(
                 client=found, name=options["name"], scope=options["scope"], expires_at=expires
             )
+            details = {"prefix": issued.api_key.prefix, "scope": issued.api_key.scope}
+            audit_write(
+                actor=Actor(kind="command", client_id=found.id), action="key.created", details=details
+            )
             self.stdout.write(
                 f"key {issued.api_key.prefix} ({issued.api_key.scope}) for {found.name}; shown once:"
             )
@@ -50,4 +55,8 @@ class Command(BaseCommand):
         elif not services.api_key_revoke(client=found, prefix=options["prefix"]):
             raise CommandError(f"{found.name} has no live key {options['prefix']!r}")
         else:
+            details = {"prefix": options["prefix"]}
+            audit_write(
+                actor=Actor(kind="command", client_id=found.id), action="key.revoked", details=details
+            )
             self.stdout.write(f"revoked {options['prefix']}")

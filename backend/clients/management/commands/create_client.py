@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backend.audit.services import Actor, audit_write
 from backend.clients import services
 from backend.clients.models import Scope
 
@@ -19,6 +20,10 @@ class Command(BaseCommand):
             client, issued = services.client_create(name=name, key_name=key_name, scope=scope)
         except services.ClientExists as exc:
             raise CommandError(f"a client named {name!r} exists; add a key with `client_keys add`") from exc
+        details = {"prefix": issued.api_key.prefix, "scope": scope}
+        audit_write(
+            actor=Actor(kind="command", client_id=client.id), action="client.created", details=details
+        )
         self.stdout.write(
             f"client {client.name} ({client.id}), key {issued.api_key.prefix} ({scope}); the key, shown once:"
         )

@@ -4,6 +4,8 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backend.audit.actors import COMMAND
+from backend.audit.services import audit_write
 from backend.jobs import selectors
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import operators
@@ -48,8 +50,12 @@ class Command(BaseCommand):
             return
         if fail:
             n = operators.job_fail_by_operator(job_ids=selected, reason=fail)
+            audit_write(
+                actor=COMMAND, action="job.failed_by_operator", job_ids=selected, details={"failed": n}
+            )
             self.stdout.write(f"failed {n} of {len(selected)} jobs")
             return
         statuses = (JobStatus.QUEUED, JobStatus.IN_PROGRESS) + ((JobStatus.FAILED,) if include_failed else ())
         done = operators.job_requeue(job_ids=selected, statuses=statuses)
+        audit_write(actor=COMMAND, action="job.requeued", job_ids=done)
         self.stdout.write(f"requeued {len(done)} of {len(selected)} jobs")
