@@ -15,7 +15,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from backend.clients.models import Scope
-from tests.factories import ROOT, client_and_key
+from tests.factories import ROOT, client_and_key, process_env
 from worker.command import celery_worker_argv
 
 
@@ -111,28 +111,6 @@ def model_worker(runtime):
 # --- real processes ------------------------------------------------------------
 
 
-def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    db = settings.DATABASES["default"]
-    env = os.environ.copy()
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "backend.settings.test",
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "CXRQ_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-            "CXRQ_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "CXRQ_MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
-            "CXRQ_WORKER_HEARTBEAT_SECONDS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if db["ENGINE"].endswith("postgresql"):
-        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    env.update(extra or {})
-    return env
-
-
 class WorkerProcess:
     def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None, concurrency: int = 1):
         self.log_path = log_path
@@ -140,7 +118,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             celery_worker_argv(name=f"test-{os.getpid()}-{time.monotonic_ns()}", concurrency=concurrency),
             cwd=ROOT,
-            env=_worker_env(extra_env),
+            env=process_env(extra_env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from PIL import Image
@@ -135,3 +137,27 @@ def engine_config_of(env: dict[str, str]) -> dict:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a real process (worker, web server) a test starts: the same
+    database, broker, queue and media folder as the test itself."""
+    db = settings.DATABASES["default"]
+    env = os.environ.copy()
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "backend.settings.test",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CXRQ_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+            "CXRQ_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "CXRQ_MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
+            "CXRQ_WORKER_HEARTBEAT_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env.update(extra or {})
+    return env

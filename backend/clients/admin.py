@@ -3,7 +3,7 @@ New keys are made with `manage.py client_keys add` (or create_client), which pri
 
 from django.contrib import admin
 
-from backend.clients.models import ApiKey, Client
+from backend.clients.models import ApiKey, Client, Organisation
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -17,10 +17,19 @@ class ApiKeyInline(admin.TabularInline):
         return False  # a key made here could not be shown to anyone: use client_keys add
 
 
+@admin.register(Organisation)
+class OrganisationAdmin(admin.ModelAdmin):
+    list_display = ("name", "share_inference_cache", "created_at")
+    list_filter = ("share_inference_cache",)
+    search_fields = ("name",)
+
+
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "max_queued_jobs", "created_at")
+    list_display = ("name", "organisation", "upload_rate", "read_rate", "max_queued_jobs", "created_at")
+    list_filter = ("organisation",)
     search_fields = ("name", "=id")
+    fields = ("name", "organisation", "upload_rate", "read_rate", "max_queued_jobs")
     inlines = (ApiKeyInline,)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -21,10 +23,57 @@ class Scope(models.TextChoices):
     OPERATOR = "operator", "operator: health and queue figures, no job data"
 
 
+def validate_rate(value: str) -> None:
+    """`N/unit` (unit s, min, h, day: DRF's syntax) or `0` for no limit; empty is the default."""
+    from backend.clients.ratelimit import Rate
+
+    if value:
+        try:
+            Rate.parse(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class Organisation(models.Model):
+    """Clients that trust each other (the departments and applications of one hospital). With
+    share_inference_cache on, an image one member has had analysed is answered from that
+    result for every member, without inference. Off by default: docs/security.md says why."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    share_inference_cache = models.BooleanField(
+        default=False,
+        help_text="Members are answered from each other's results for the same image and model. "
+        "A member then learns, from a fast 200, that another member sent that image.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Client(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.PROTECT, related_name="clients"
+    )
+    upload_rate = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validate_rate],
+        help_text="Uploads allowed, all keys together, e.g. 600/min. Empty: CXRQ_UPLOAD_RATE; 0: no limit.",
+    )
+    read_rate = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validate_rate],
+        help_text="Reads (GET) allowed, all keys together, e.g. 6000/min. Empty: CXRQ_READ_RATE; 0: no limit.",
+    )
     max_queued_jobs = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -40,9 +89,12 @@ class Client(models.Model):
 
     @property
     def queued_jobs_cap(self) -> int:
-        from django.conf import settings
-
         return settings.CLIENT_MAX_QUEUED_JOBS if self.max_queued_jobs is None else self.max_queued_jobs
+
+    def rate_for(self, scope: str) -> str:
+        """This client's rate for `upload` or `read`: its own, else the deployment's default."""
+        own = self.upload_rate if scope == "upload" else self.read_rate
+        return own or (settings.UPLOAD_RATE if scope == "upload" else settings.READ_RATE)
 
     # DRF treats the authenticated principal as request.user.
     is_authenticated = True
@@ -60,3 +112,14 @@ class ApiKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+
+class RateBucket(models.Model):
+    """A rate limit's state where no Redis is configured (the embedded default): one row per
+    client and scope, holding the GCRA's theoretical arrival time (backend/clients/ratelimit.py)."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    tat = models.FloatField(help_text="Theoretical arrival time, seconds since the epoch.")
+
+    def __str__(self) -> str:
+        return self.key

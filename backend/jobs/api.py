@@ -15,7 +15,7 @@ from backend.jobs import errors, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer
 from backend.jobs.services import intake
-from backend.jobs.throttling import UploadRateThrottle
+from backend.jobs.throttling import ClientRateThrottle
 
 # Multipart framing on top of the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -35,7 +35,7 @@ class JobPagination(PageNumberPagination):
 
 
 class JobCollectionApi(APIView):
-    throttle_classes = [UploadRateThrottle]
+    throttle_classes = [ClientRateThrottle]
 
     def post(self, request: Request) -> Response:
         declared = _content_length(request)
@@ -71,6 +71,8 @@ class JobCollectionApi(APIView):
 
 
 class JobDetailApi(APIView):
+    throttle_classes = [ClientRateThrottle]
+
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(client=request.user, job_id=job_id)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.jobs import errors
-from backend.jobs.models import Job, JobStatus, WorkerHeartbeat
+from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 
 _STATUS_BY_NAME = {s.label.replace(" ", "_"): s.value for s in JobStatus} | {
     s.value.lower(): s.value for s in JobStatus
@@ -65,6 +65,26 @@ def live_job(*, client: Client, sha256: str, model_version: str) -> Job | None:
         Job.objects.select_related("result")
         .exclude(status=JobStatus.FAILED)
         .filter(client=client, sha256=sha256, model_version=model_version)
+        .first()
+    )
+
+
+def organisation_result(*, client: Client, sha256: str, model_version: str) -> JobResult | None:
+    """A result another client of the caller's organisation has for these bytes and this model,
+    when that organisation shares its inference cache; else None (the default)."""
+    org_id = client.organisation_id
+    if org_id is None:
+        return None
+    return (
+        JobResult.objects.filter(
+            job__client__organisation_id=org_id,
+            job__client__organisation__share_inference_cache=True,
+            job__status=JobStatus.SUCCEEDED,
+            job__sha256=sha256,
+            job__model_version=model_version,
+        )
+        .exclude(job__client=client)
+        .order_by("created_at")
         .first()
     )
 

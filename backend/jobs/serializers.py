@@ -7,6 +7,29 @@ from rest_framework.reverse import reverse
 
 from backend.jobs.models import Job
 
+# What a result tells its client: enough to know which model, weights, preprocessing and
+# precision produced it and how long it took. The database keeps the whole record (library
+# versions, engine, worker and batch ids) for operators; those are not the client's business
+# and would tell an attacker what runs where.
+CLIENT_PROVENANCE = (
+    "model",
+    "model_version",
+    "labels",
+    "weights",
+    "weights_sha256",
+    "fallback_weights_sha256",
+    "preprocessing",
+    "precision",
+    "precision_requested",
+    "fast_guard",
+    "answered_from",
+)
+CLIENT_TIMINGS = ("preprocess_ms", "inference_ms", "inference_ms_per_image", "postprocess_ms", "batch_size")
+
+
+def _only(record: dict, keys: tuple[str, ...]) -> dict:
+    return {k: record[k] for k in keys if k in record}
+
 
 class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
@@ -45,6 +68,6 @@ class JobOutputSerializer(serializers.Serializer):
         probabilities = {k: result.probabilities[k] for k in labels if k in result.probabilities}
         return {
             "probabilities": probabilities,
-            "provenance": result.provenance,
-            "timings": result.timings,
+            "provenance": _only(result.provenance, CLIENT_PROVENANCE),
+            "timings": _only(result.timings, CLIENT_TIMINGS),
         }

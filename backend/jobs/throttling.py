@@ -1,37 +1,33 @@
-"""Per-client upload rate (429 + Retry-After): every key of a client shares one count.
-
-Counters live in Django's cache: Redis when CXRQ_CACHE_URL is set (shared by
-every web process), else per-process memory. If the cache is unreachable the
-throttle lets the request through: a rate limit must not take uploads down.
-"""
+"""Per-client rates on the jobs API: uploads and reads counted apart, every key of a client
+sharing one count (a second key does not double a client's rate), every web process sharing
+it too (backend/clients/ratelimit.py). Past the rate: 429 `rate_limited` with Retry-After."""
 
 from __future__ import annotations
 
-import logging
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.throttling import BaseThrottle
 
-from django.conf import settings
-from rest_framework.throttling import SimpleRateThrottle
-
-logger = logging.getLogger(__name__)
+from backend.clients import ratelimit
+from backend.clients.models import Client
 
 
-class UploadRateThrottle(SimpleRateThrottle):
-    scope = "upload"
-
-    def get_rate(self) -> str | None:
-        return settings.UPLOAD_RATE or None
-
-    def get_cache_key(self, request, view) -> str:
-        # Uploads are authenticated (a client's key); the address is only a fallback.
-        client = getattr(request.user, "pk", None)
-        ident = f"client:{client}" if client is not None else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+class ClientRateThrottle(BaseThrottle):
+    def __init__(self) -> None:
+        self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
-        if request.method != "POST":
+        client = request.user
+        if not isinstance(client, Client):
+            return True  # no client (refused by authentication before this runs)
+        scope = "read" if request.method in SAFE_METHODS else "upload"
+        rate = ratelimit.Rate.parse(client.rate_for(scope))
+        if rate is None:
             return True
-        try:
-            return super().allow_request(request, view)
-        except Exception:
-            logger.warning("event=throttle_cache_unavailable", exc_info=True)
-            return True
+        wait = ratelimit.acquire(f"{scope}:{client.pk}", rate)
+        if wait > 0:
+            self._wait = wait
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return None if self._wait is None else float(ratelimit.retry_after_seconds(self._wait))

@@ -139,7 +139,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
-# Shared counters for rate limits: Redis when configured, else per-process memory.
+# Django's cache (Redis when configured, else per-process memory).
 CACHE_URL = env.str("CXRQ_CACHE_URL", default="")
 CACHES = {
     "default": {
@@ -156,6 +156,11 @@ CACHES = {
 # never run one twice at once" rather than exactly-once delivery, which the claim gives.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
+
+# Rate-limit counters (backend/clients/ratelimit.py): a Redis URL, by default the cache's or
+# else the broker's when that is Redis; empty: the database (the embedded default).
+_REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+RATE_LIMIT_URL = env.str("CXRQ_RATE_LIMIT_URL", default=CACHE_URL or _REDIS_BROKER)
 BROKER_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -193,7 +198,10 @@ else:
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("CXRQ_IMAGE_MAX_PIXELS", default=50_000_000)
 IMAGE_MIN_SIDE = env.int("CXRQ_IMAGE_MIN_SIDE", default=64)
+# Per client, all its keys together (a client's own upload_rate / read_rate override them;
+# "0" or empty: no limit). Counted where every web process sees the same count: RATE_LIMIT_URL.
 UPLOAD_RATE = env.str("CXRQ_UPLOAD_RATE", default="6000/min")
+READ_RATE = env.str("CXRQ_READ_RATE", default="60000/min")
 MAX_QUEUE_DEPTH = env.int("CXRQ_MAX_QUEUE_DEPTH", default=2000)
 # Jobs one client may have waiting at once (a client's own max_queued_jobs overrides it; 0: no
 # cap): one client's backlog cannot fill the queue for everyone (429 client_queue_full).

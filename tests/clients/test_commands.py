@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from backend.clients import services
 from backend.clients.models import ApiKey
-from tests.factories import authorization
+from tests.factories import authorization, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +64,32 @@ def test_the_development_key_file_is_private_and_kept_across_restarts(tmp_path):
     assert services.development_key(path=path) == key  # the next start reuses it
     services.api_key_revoke(client=ApiKey.objects.get(prefix=key.partition(".")[0]).client, prefix=key[:8])
     assert services.development_key(path=path) != key  # a dead key is replaced
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_key_appears_in_a_full_database_dump_or_the_logs(anonymous_api, caplog):
+    """Keys made, used, rotated and revoked, then the whole database dumped (pg_dump, or
+    SQLite's own dump): no key and no secret appear; only the prefixes, by design."""
+    keys = [_run("create_client", "dumped")[-1]]
+    keys.append(_run("client_keys", "add", "dumped", "--name", "second", "--scope", "read")[-1])
+    for key in keys:
+        assert anonymous_api.get("/api/v1/jobs", HTTP_AUTHORIZATION=f"Api-Key {key}").status_code == 200
+    post_image(anonymous_api, png_bytes(seed=3), HTTP_AUTHORIZATION=f"Api-Key {keys[0]}")
+    _run("client_keys", "revoke", "dumped", keys[1].partition(".")[0])
+
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        out = subprocess.run(
+            ["pg_dump", "-h", db["HOST"], "-p", str(db["PORT"]), "-U", db["USER"], db["NAME"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dump = out.stdout
+    else:
+        with sqlite3.connect(db["NAME"]) as raw:
+            dump = "\n".join(raw.iterdump())
+    assert "dumped" in dump and keys[0].partition(".")[0] in dump  # the dump has the rows
+    for key in keys:
+        secret = key.partition(".")[2]
+        assert secret not in dump and secret not in caplog.text

@@ -74,8 +74,10 @@ def test_succeeded_job_carries_result_and_dedup_returns_it_at_once(
     assert result["provenance"]["weights"] == "untrained"
     assert result["provenance"]["model"] == "densenet121-res224-all"
     assert result["provenance"]["preprocessing"]
-    assert result["provenance"]["backend"] and result["provenance"]["model_version"] == first["model_version"]
-    for phase in ("preprocess_ms", "inference_ms", "postprocess_ms", "batch_id", "batch_size"):
+    assert (
+        result["provenance"]["precision"] and result["provenance"]["model_version"] == first["model_version"]
+    )
+    for phase in ("preprocess_ms", "inference_ms", "postprocess_ms", "batch_size"):
         assert phase in result["timings"]
 
     # A cache hit is answered without decoding or inference: a few queries, no new job.

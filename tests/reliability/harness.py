@@ -216,6 +216,15 @@ class Stack(ProcessStack):
             ) from None
         return done
 
+    def stored_by(self, job_ids: list[str]) -> dict[str, str]:
+        """Which worker stored each job's result, from the database (the API does not say)."""
+        code = (
+            "import json; from backend.jobs.models import JobResult; "
+            f"rows = JobResult.objects.filter(job_id__in={list(job_ids)!r}).values_list('job_id', 'timings'); "
+            "print(json.dumps({str(i): t.get('worker_id', '') for i, t in rows}))"
+        )
+        return json.loads(self.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+
     def check_invariants(self) -> dict:
         out = self.manage("jobs_check", check=False)
         report = json.loads(out.stdout)

@@ -14,12 +14,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.jobs import errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
-from backend.jobs.models import IdempotencyKey, Job
+from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ def _create_or_dedup(
     if existing is not None:
         return JobCreateOutcome(job=existing, deduplicated=True)
 
-    _check_backpressure(client)
+    # An organisation that shares its cache answers from a member's result: no inference, so
+    # no backpressure either. The new job is this client's own; nothing names the other's.
+    shared = selectors.organisation_result(client=client, sha256=sha256, model_version=model_version)
+    if shared is None:
+        _check_backpressure(client)
     # Validated and de-identified: info.stored_bytes, not the upload, is what rests on disk.
     info = images.accept_image(
         data,
@@ -122,11 +127,21 @@ def _create_or_dedup(
         size_bytes=len(data),
         acquisition=info.acquisition,
     )
+    if shared is not None:
+        job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, timezone.now(), timezone.now()
     job.upload.save(f"{job.id}.{info.extension}", ContentFile(info.stored_bytes), save=False)
     try:
         with transaction.atomic():
             job.save(force_insert=True)
-            wake_workers([job.id])
+            if shared is None:
+                wake_workers([job.id])
+            else:
+                JobResult.objects.create(
+                    job=job,
+                    probabilities=shared.probabilities,
+                    provenance=shared.provenance | {"answered_from": "organisation_cache"},
+                    timings={},
+                )
     except IntegrityError:
         job.upload.delete(save=False)
         winner = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
@@ -137,14 +152,15 @@ def _create_or_dedup(
         job.upload.delete(save=False)
         raise
     logger.info(
-        "event=job_created job_id=%s client_id=%s sha256=%s format=%s bytes=%d",
+        "event=job_created job_id=%s client_id=%s sha256=%s format=%s bytes=%d organisation_cache=%s",
         job.id,
         client.id,
         sha256[:12],
         info.image_format,
         len(data),
+        shared is not None,
     )
-    return JobCreateOutcome(job=job, deduplicated=False)
+    return JobCreateOutcome(job=job, deduplicated=shared is not None)
 
 
 def _check_backpressure(client: Client) -> None:

@@ -1,0 +1,36 @@
+"""Fair share through a real worker process: one client's backlog does not hold up another's job."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backend.jobs.models import Job, JobStatus
+from tests.factories import client_and_key, make_jobs
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BATCH = 8
+
+
+def test_a_job_sent_after_another_clients_backlog_finishes_within_a_few_batches(settings, start_worker):
+    settings.CLIENT_MAX_QUEUED_JOBS = 0  # A may queue its whole backlog
+    hospital_a, _ = client_and_key(name="hospital-a")
+    hospital_b, _ = client_and_key(name="hospital-b")
+    backlog = make_jobs(1000, client=hospital_a)
+    (late,) = make_jobs(1, start=5000, client=hospital_b)
+    assert late.created_at > max(j.created_at for j in backlog)
+
+    worker = start_worker(
+        {"CXRQ_MODEL_FAKE": "1", "CXRQ_FAKE_BATCH_MS": "300", "CXRQ_BATCH_MAX_SIZE": str(BATCH)}
+    )
+    deadline = time.monotonic() + 120
+    while Job.objects.get(pk=late.pk).status != JobStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, worker.log[-3000:]
+        time.sleep(0.05)
+    a_done = Job.objects.filter(client=hospital_a, status=JobStatus.SUCCEEDED).count()
+    # FIFO would have run all 1,000 of A's first. Fair share: B's job is in the first batch,
+    # or the one claimed ahead of it while the first ran.
+    assert a_done <= 2 * BATCH, a_done
+    assert Job.objects.filter(client=hospital_a, status=JobStatus.QUEUED).count() >= 1000 - 3 * BATCH
