@@ -1,4 +1,4 @@
-"""Start and stop the real stack as processes: migrate, gunicorn web, Celery workers.
+"""Start and stop the real stack as processes: migrate, the web server (gunicorn + uvicorn workers), Celery workers.
 
 Used by `loadtest/run` and by the reliability tests (tests/reliability/harness.py).
 Everything it starts listens on 127.0.0.1 and is stopped by `stop_all()`.
@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from backend.edge.server import server_argv
 from worker.command import celery_worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,23 +104,10 @@ class ProcessStack:
 
     def start_web(self, *, workers: int = 2, threads: int = 8) -> str:
         port = free_port()
-        self.spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "backend.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--timeout",
-                "60",
-            ],
-        )
+        # The server `make run` and production use (backend/edge/server.py); threads: unused
+        # (uvicorn workers run each request's sync view in a thread of its own).
+        del threads
+        self.spawn("web", server_argv(f"127.0.0.1:{port}", workers=workers))
         self.web_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: port_open(port), 60, what="web")
         return self.web_url

@@ -13,7 +13,7 @@ from backend.audit.actors import actor_from_request
 from backend.audit.services import audit_read, audit_write
 from backend.jobs import errors, selectors
 from backend.jobs.models import JobStatus
-from backend.jobs.serializers import JobOutputSerializer
+from backend.jobs.serializers import JobOutputSerializer, public_url
 from backend.jobs.services import intake
 from backend.jobs.throttling import ClientRateThrottle
 
@@ -33,6 +33,12 @@ class JobPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_next_link(self) -> str | None:
+        return public_url(super().get_next_link())
+
+    def get_previous_link(self) -> str | None:
+        return public_url(super().get_previous_link())
+
 
 class JobCollectionApi(APIView):
     throttle_classes = [ClientRateThrottle]
@@ -42,9 +48,12 @@ class JobCollectionApi(APIView):
         if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
             # Refuse before Django spools the body to disk.
             raise errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared})
-        upload = request.FILES.get("image")
-        if upload is None:
+        uploads = request.FILES.getlist("image")
+        if not uploads:
             raise errors.MissingImage()
+        if len(uploads) > 1:
+            raise errors.MultipleImages(details={"images": len(uploads)})
+        upload = uploads[0]
         outcome = intake.job_create(
             client=request.user,
             upload=upload,

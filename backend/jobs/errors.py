@@ -9,6 +9,12 @@ class MissingImage(ApplicationError):
     default_message = "Send the image as multipart/form-data in the field 'image'."
 
 
+class MultipleImages(ApplicationError):
+    code = "multiple_images"
+    status_code = 400
+    default_message = "Send one image per upload: the field 'image' came more than once."
+
+
 class InvalidContentLength(ApplicationError):
     code = "invalid_content_length"
     status_code = 400

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
@@ -25,6 +28,16 @@ CLIENT_PROVENANCE = (
     "answered_from",
 )
 CLIENT_TIMINGS = ("preprocess_ms", "inference_ms", "inference_ms_per_image", "postprocess_ms", "batch_size")
+
+
+def public_url(url: str | None) -> str | None:
+    """An absolute URL on CXRQ_PUBLIC_URL when it is set (never the request's Host, which
+    the client chooses), else as the request built it (development, tests)."""
+    if url is None or not settings.PUBLIC_URL:
+        return url
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return settings.PUBLIC_URL + path
 
 
 def _only(record: dict, keys: tuple[str, ...]) -> dict:
@@ -52,7 +65,8 @@ class JobOutputSerializer(serializers.Serializer):
         return job.status.lower()
 
     def get_url(self, job: Job) -> str:
-        return reverse("jobs:detail", kwargs={"job_id": job.id}, request=self.context.get("request"))
+        request = self.context.get("request")
+        return public_url(reverse("jobs:detail", kwargs={"job_id": job.id}, request=request))
 
     def get_error(self, job: Job) -> dict | None:
         if not job.error_code:

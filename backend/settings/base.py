@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "backend.core.middleware.RequestIdMiddleware",
+    "backend.core.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -124,6 +125,12 @@ MEDIA_URL = "media/"  # never served by Django: uploads are not public.
 
 # Uploads stream to a temporary file above 2.5 MB instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Django's handlers, but a large upload's temporary file is never named after the client's
+# file name (a 240-character extension made "File name too long", a 500, before validation).
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "backend.core.uploads.SafeTemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 REST_FRAMEWORK = {
@@ -193,6 +200,23 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+
+# --- The HTTP edge (backend/edge/): one server for `make run` and production ---
+# A request head (line + headers) must arrive within this many seconds of its first byte.
+EDGE_HEADER_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_HEADER_TIMEOUT_SECONDS", default=10.0)
+# The whole body within this many seconds of the head: else 408 and the connection closes.
+EDGE_BODY_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_BODY_TIMEOUT_SECONDS", default=30.0)
+EDGE_KEEPALIVE_SECONDS = env.int("CXRQ_EDGE_KEEPALIVE_SECONDS", default=5)
+# Open connections per web process past which new requests get 503 (0: no limit).
+EDGE_MAX_CONNECTIONS = env.int("CXRQ_EDGE_MAX_CONNECTIONS", default=1000)
+# Request line + headers, in bytes (h11 refuses a longer head with 400).
+EDGE_MAX_HEAD_BYTES = env.int("CXRQ_EDGE_MAX_HEAD_BYTES", default=16 * 1024)
+WEB_BACKLOG = env.int("CXRQ_WEB_BACKLOG", default=2048)
+# Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy); none by default.
+TRUSTED_PROXIES = env.list("CXRQ_TRUSTED_PROXIES", default=[])
+# The base of every absolute URL the API hands out (url, Location, pagination), e.g.
+# https://cxrq.hospital.example; empty: from the request (development and tests).
+PUBLIC_URL = env.str("CXRQ_PUBLIC_URL", default="").rstrip("/")
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)

@@ -3,5 +3,7 @@
 from .base import *  # noqa: F403
 from .base import VAR_DIR, env
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Off by default, so `make run` answers like production (the JSON error shape, no debug page with
+# paths, settings and versions); `make run DJANGO_DEBUG=true` opts in, on your own machine.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"

@@ -8,7 +8,7 @@ model weights (the worker then refuses to start unless the file it loads matches
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, MODEL_WEIGHTS_SHA256, env
+from .base import CELERY_BROKER_URL, DATABASES, MODEL_WEIGHTS_SHA256, PUBLIC_URL, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")  # no default: missing -> ImproperlyConfigured
@@ -16,6 +16,11 @@ if SECRET_KEY.startswith("dev-only") or len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a real secret of 32+ characters")
 if env.bool("DJANGO_DEBUG", default=False):
     raise ImproperlyConfigured("DJANGO_DEBUG must be off in production")
+if not PUBLIC_URL.startswith("https://"):
+    raise ImproperlyConfigured(
+        "set CXRQ_PUBLIC_URL to the https:// address clients use: every URL the API hands out is built "
+        "on it, never on the request's Host header"
+    )
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("production needs DATABASE_URL pointing at PostgreSQL")
 if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -32,7 +37,9 @@ MODEL_FAKE = False
 
 # HTTPS only. TLS is terminated in front of the web process (a proxy or load balancer that
 # sets X-Forwarded-Proto); plain HTTP is redirected, except health, for probes inside the network.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The server (backend/edge/server.py) believes X-Forwarded-Proto only from CXRQ_TRUSTED_PROXIES
+# and hands Django the scheme; Django itself reads no forwarded header (SECURE_PROXY_SSL_HEADER
+# would believe any client).
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)

@@ -17,6 +17,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "DJANGO_SETTINGS_MODULE": "backend.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
         "DJANGO_ALLOWED_HOSTS": "cxrq.example.org",
+        "CXRQ_PUBLIC_URL": "https://cxrq.example.org",
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
         "CXRQ_MODEL_WEIGHTS_SHA256": "a" * 64,

@@ -129,8 +129,11 @@ def test_production_refuses_to_start_without_verified_weights(tmp_path):
         "DJANGO_SECRET_KEY": "x" * 50,
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "CXRQ_PUBLIC_URL": "https://cxrq.example.org",
         "HOME": str(tmp_path),  # no torchxrayvision cache here
     }
+    no_public_url = _settings_check(safe | {"CXRQ_PUBLIC_URL": "http://cxrq.example.org"})
+    assert no_public_url.returncode != 0 and "CXRQ_PUBLIC_URL" in no_public_url.stderr
     no_weights = _settings_check(safe)
     assert no_weights.returncode != 0
     assert "no model weights" in no_weights.stderr

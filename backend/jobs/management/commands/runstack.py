@@ -10,12 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from backend.clients.services import development_key
+from backend.edge.server import server_argv
 
 
 class Command(BaseCommand):
@@ -55,11 +56,33 @@ class Command(BaseCommand):
         )
         # The worker runs as its own process (`python -m worker`); the backend imports nothing of it.
         worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
+        # The production server (backend/edge/server.py), not runserver: the same deadlines,
+        # limits and error pages a deployment has. CXRQ_WEB_WORKERS processes (default: one per
+        # core, at most 4); CXRQ_PUBLIC_URL defaults to the address printed above.
+        env = os.environ | {"CXRQ_PUBLIC_URL": os.environ.get("CXRQ_PUBLIC_URL", base)}
+        web = subprocess.Popen(server_argv(f"{host}:{port}"), env=env)
+        stop = _Stop()
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            call_command("runserver", f"{host}:{port}", use_reloader=False, use_threading=True)
+            while not stop.signalled and web.poll() is None and worker.poll() is None:
+                time.sleep(0.2)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for proc in (web, worker):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in (web, worker):
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+class _Stop:
+    """Ctrl-C or SIGTERM: stop the server and the worker, each with SIGTERM (a graceful stop)."""
+
+    signalled = False
+
+    def __call__(self, signum, frame) -> None:
+        self.signalled = True
