@@ -53,3 +53,8 @@ tune: install
 # The batch claim's cost on PostgreSQL with 1,000 and 10,000 jobs queued over 50 clients.
 claim-cost: install
 	$(PY) -m tools.claim_cost
+
+# The HTTP edge attacked as issue #14 did, old server and new side by side (docs/operations.md).
+.PHONY: edge-probe
+edge-probe: install
+	$(PY) -m tools.edge_probe --json var/edge-probe.json

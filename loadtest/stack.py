@@ -102,12 +102,18 @@ class ProcessStack:
         self.procs.append(proc)
         return proc
 
-    def start_web(self, *, workers: int = 2, threads: int = 8) -> str:
+    def start_web(self, *, workers: int = 2, threads: int = 4, server: str = "edge") -> str:
+        """The server `make run` and production use (backend/edge/server.py: threads unused, each
+        request's sync view gets a thread of its own), or, to compare against it, the WSGI
+        server it replaced (`server="wsgi"`: gunicorn gthread, `threads` per process)."""
         port = free_port()
-        # The server `make run` and production use (backend/edge/server.py); threads: unused
-        # (uvicorn workers run each request's sync view in a thread of its own).
-        del threads
-        self.spawn("web", server_argv(f"127.0.0.1:{port}", workers=workers))
+        bind = f"127.0.0.1:{port}"
+        if server == "wsgi":
+            argv = [sys.executable, "-m", "gunicorn", "backend.wsgi:application", "--bind", bind]
+            argv += ["--workers", str(workers), "--threads", str(threads), "--timeout", "30"]
+        else:
+            argv = server_argv(bind, workers=workers)
+        self.spawn("web", argv)
         self.web_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: port_open(port), 60, what="web")
         return self.web_url

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
@@ -30,6 +35,13 @@ _DRF_CODES = {
 }
 
 
+_REQUEST_LIMITS = {
+    TooManyFieldsSent: ("too_many_fields", 400),
+    TooManyFilesSent: ("too_many_files", 400),
+    RequestDataTooBig: ("request_too_large", 413),
+}
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -49,6 +61,11 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
             status=503,
             headers={"Retry-After": "2"},
         )
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig)):
+        # Django's own limits on a request (DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES / _MEMORY_SIZE).
+        code, status = _REQUEST_LIMITS[type(exc)]
+        logger.info("event=request_refused status=%d code=%s", status, code)
+        return Response(error_body(code, str(exc)), status=status)
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -132,6 +132,10 @@ FILE_UPLOAD_HANDLERS = [
     "backend.core.uploads.SafeTemporaryFileUploadHandler",
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# An upload is one image: a few file parts are already an error (400 multiple_images or
+# too_many_files), and a thousand form fields or query parameters are 400 too_many_fields.
+DATA_UPLOAD_MAX_NUMBER_FILES = 4
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "backend.core.exception_handler.handle_exception",

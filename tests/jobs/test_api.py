@@ -252,3 +252,24 @@ def test_a_refused_upload_logs_one_line_with_its_code_and_no_traceback(api, capl
     assert "Traceback" not in caplog.text
     refused = [r.getMessage() for r in caplog.records if "event=request_refused" in r.getMessage()]
     assert refused == ["event=request_refused status=400 code=invalid_image"]
+
+
+def test_two_images_in_one_upload_are_refused_not_one_silently_used(api):
+    response = api.post(
+        "/api/v1/jobs",
+        {
+            "image": [
+                SimpleUploadedFile("a.png", png_bytes(seed=1)),
+                SimpleUploadedFile("b.png", png_bytes(seed=2)),
+            ]
+        },
+        format="multipart",
+    )
+    assert_error(response, 400, "multiple_images")
+    assert Job.objects.count() == 0
+
+
+def test_django_request_limits_are_4xx_in_the_error_shape(api):
+    assert_error(api.get("/api/v1/jobs?" + "&".join(f"p{i}=1" for i in range(1001))), 400, "too_many_fields")
+    files = {f"f{i}": SimpleUploadedFile(f"{i}.png", png_bytes(seed=i)) for i in range(5)}
+    assert_error(api.post("/api/v1/jobs", files, format="multipart"), 400, "too_many_files")
