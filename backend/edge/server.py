@@ -46,6 +46,7 @@ def uvicorn_kwargs() -> dict[str, Any]:
 class EdgeUvicornWorker(UvicornWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
+        os.environ["DATABASE_CONN_MAX_AGE"] = "0"  # before settings load: see backend/asgi.py
         django.setup()
         self.CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, **uvicorn_kwargs()}
         super().__init__(*args, **kwargs)

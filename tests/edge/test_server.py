@@ -53,6 +53,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[Server]:
+    yield from _serve(tmp_path, {})
+
+
+def _serve(tmp_path: Path, extra: dict[str, str]) -> Iterator[Server]:
     _, key = client_and_key(name="edge")
     port = _free_port()
     env = process_env(
@@ -64,6 +68,7 @@ def server(tmp_path) -> Iterator[Server]:
             "CXRQ_CLIENT_MAX_QUEUED_JOBS": "0",
             "DJANGO_DEBUG": "false",
         }
+        | extra
     )
     log = tmp_path / "web.log"
     proc = subprocess.Popen(
@@ -267,3 +272,35 @@ def test_host_and_forwarded_headers_are_not_believed_from_an_untrusted_peer(serv
 
     event = AuditEvent.objects.filter(action="job.created").latest("id")
     assert event.address == "127.0.0.1"
+
+
+@pytest.fixture
+def dev_settings_server(tmp_path) -> Iterator[Server]:
+    """The server as `make run` configures it (development settings: persistent connections on)."""
+    yield from _serve(tmp_path, {"DJANGO_SETTINGS_MODULE": "backend.settings.dev"})
+
+
+def test_a_burst_does_not_pile_up_database_connections(dev_settings_server):
+    """Under ASGI every request runs in a thread of its own: with persistent connections each
+    one kept a PostgreSQL connection, and a burst ended in "too many clients" (503s)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts PostgreSQL connections (start PostgreSQL on 127.0.0.1:5432)")
+    srv = dev_settings_server
+
+    def read(_: int) -> int:
+        return requests.get(f"{srv.url}/api/v1/jobs", headers=srv.headers(), timeout=30).status_code
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(read, range(200)))
+    assert codes == [200] * 200, sorted(set(codes))
+    pids = {
+        p.pid for p in [psutil.Process(srv.proc.pid), *psutil.Process(srv.proc.pid).children(recursive=True)]
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        )
+        (open_connections,) = cursor.fetchone()
+    assert open_connections <= 4, (open_connections, pids)
