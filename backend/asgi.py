@@ -1,17 +1,25 @@
-"""The ASGI application every server runs: Django behind the edge (backend/edge/asgi.py)."""
+"""The ASGI application every server runs: Django behind the edge (backend/edge/asgi.py).
+
+Django runs as a WSGI application in a fixed pool of CXRQ_WEB_THREADS threads per process
+(a2wsgi, the adapter uvicorn's documentation points to), not under Django's own ASGI handler:
+that one gives every request a thread of its own, so each request paid a new database
+connection (a persistent one would be one more PostgreSQL connection per request thread,
+never reused: "too many clients" within seconds of a burst), and 200 concurrent reads ran
+7x slower than on the threaded WSGI server (docs/operations.md). With a fixed pool, each
+thread keeps its connection (CONN_MAX_AGE) and the edge hands it requests that have
+arrived whole, so no thread ever waits on a client.
+"""
 
 import os
 
-from django.core.asgi import get_asgi_application
+from a2wsgi import WSGIMiddleware
+from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
-# Under ASGI each request's sync code runs in a thread of its own, so a persistent connection
-# (CONN_MAX_AGE > 0) is one more PostgreSQL connection per request thread, never reused:
-# "too many clients" within seconds of a burst. Django's advice: 0 here, and a pooler
-# (PgBouncer) in front of PostgreSQL where connection set-up matters. Workers keep theirs.
-os.environ["DATABASE_CONN_MAX_AGE"] = "0"
-django_application = get_asgi_application()
+wsgi_application = get_wsgi_application()
 
-from backend.edge.asgi import EdgeMiddleware  # noqa: E402 - settings must be configured first
+from django.conf import settings  # noqa: E402 - configured by get_wsgi_application()
 
-application = EdgeMiddleware(django_application)
+from backend.edge.asgi import EdgeMiddleware  # noqa: E402
+
+application = EdgeMiddleware(WSGIMiddleware(wsgi_application, workers=settings.WEB_THREADS))

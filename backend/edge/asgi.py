@@ -3,8 +3,9 @@
 What it does for every HTTP request, before the application sees a byte of the body:
 - `Content-Length` that is not a number: 400 `invalid_content_length`; more than the bound:
   413 `file_too_large` at once, without reading the body, and the connection is closed.
-- A chunked body (no `Content-Length`): read here, counted, and handed to Django with its
-  length once complete (Django's parsers need one); past the bound: 413 and close.
+- The body is read here, on the event loop, into a spooled file (memory up to 2.5 MB, then
+  disk), counted, and handed to Django whole: a chunked body gets its length (Django's
+  parsers need one); past the bound: 413 and close. So Django's threads never wait on a client.
 - The whole body must arrive within CXRQ_EDGE_BODY_TIMEOUT_SECONDS: a client that stops
   sending (or sends less than it declared) gets 408 `request_timeout` and the connection closes.
 The server (backend/edge/protocol.py) bounds the time to send the headers.
@@ -92,11 +93,13 @@ class EdgeMiddleware:
                 await _send_error(send, status, code, message, details)
 
     async def _bounded(self, scope: Scope, receive) -> tuple[Scope, Any]:
+        """Read the whole body here, on the event loop, bounded in size and time; hand the
+        application a receive() that gives it at once. So a thread of the application never
+        waits on a client: it starts when the request has arrived whole."""
         headers = scope["headers"]
         lengths = [v for k, v in headers if k == b"content-length"]
         chunked = any(k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
         limit = body_limit()
-        deadline = time.monotonic() + settings.EDGE_BODY_TIMEOUT_SECONDS
         if lengths:
             raw = lengths[0].strip()
             if len(set(lengths)) > 1 or not raw.isdigit():
@@ -109,68 +112,68 @@ class EdgeMiddleware:
                     "The body is larger than the upload limit.",
                     {"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared},
                 )
-            return scope, _timed(receive, deadline)
-        if not chunked:
-            return scope, _timed(receive, deadline)
-        # Chunked: read it all here (bounded), then give Django a body with a length.
+            if declared == 0:
+                return scope, receive
+        elif not chunked:
+            return scope, receive  # no body
         spool = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)  # noqa: SIM115
-        size, timed = 0, _timed(receive, deadline)
-        while True:
-            message = await timed()
-            if message["type"] == "http.disconnect":
-                return scope, _replay_disconnect
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                spool.close()
-                raise _Refused(
-                    413,
-                    "file_too_large",
-                    "The body is larger than the upload limit.",
-                    {"max_bytes": settings.UPLOAD_MAX_BYTES, "size_at_least": size},
-                )
-            spool.write(chunk)
-            if not message.get("more_body", False):
-                break
+        size, deadline = 0, time.monotonic() + settings.EDGE_BODY_TIMEOUT_SECONDS
+        try:
+            while True:
+                message = await _before(receive, deadline)
+                if message["type"] == "http.disconnect":
+                    spool.close()
+                    return scope, _replay_disconnect
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _Refused(
+                        413,
+                        "file_too_large",
+                        "The body is larger than the upload limit.",
+                        {"max_bytes": settings.UPLOAD_MAX_BYTES, "size_at_least": size},
+                    )
+                spool.write(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            spool.close()
+            raise
         spool.seek(0)
-        new_headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
+        # A chunked body is handed on with its length: Django's parsers need one.
+        new_headers = [(k, v) for k, v in headers if k not in (b"transfer-encoding", b"content-length")]
         new_headers.append((b"content-length", str(size).encode()))
         return scope | {"headers": new_headers}, _replay(spool)
 
 
-def _timed(receive, deadline: float):
-    """receive() with a deadline on the body; once the body is complete, receive() as it is
-    (Django then waits on it for a disconnect while the view runs, for as long as it runs)."""
-    complete = False
-
-    async def timed_receive() -> Message:
-        nonlocal complete
-        if complete:
-            return await receive()
-        try:
-            message = await asyncio.wait_for(receive(), timeout=max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            raise _BodyTimeout() from None
-        complete = message["type"] != "http.request" or not message.get("more_body", False)
-        return message
-
-    return timed_receive
+async def _before(receive, deadline: float) -> Message:
+    try:
+        return await asyncio.wait_for(receive(), timeout=max(deadline - time.monotonic(), 0.001))
+    except TimeoutError:
+        raise _BodyTimeout() from None
 
 
 async def _replay_disconnect() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _replay(spool):
-    sent = False
+def _replay(spool, chunk_bytes: int = 64 * 1024):
+    """The spooled body, 64 KiB a message (never the whole of a large upload in memory at once)."""
 
     async def receive() -> Message:
-        nonlocal sent
-        if sent:
+        if spool.closed:
             await asyncio.Event().wait()  # like a real connection: nothing more until it closes
-        sent = True
-        data = spool.read()
-        spool.close()
-        return {"type": "http.request", "body": data, "more_body": False}
+        data = spool.read(chunk_bytes)
+        more = len(data) == chunk_bytes and spool.tell() < _size(spool)
+        if not more:
+            spool.close()
+        return {"type": "http.request", "body": data, "more_body": more}
 
     return receive
+
+
+def _size(spool) -> int:
+    here = spool.tell()
+    end = spool.seek(0, 2)
+    spool.seek(here)
+    return end

@@ -1,12 +1,15 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline on the request head.
+"""uvicorn's HTTP/1.1 protocols with a deadline and a size bound on the request head.
 
 uvicorn bounds the idle time between requests (keep-alive) but not the time a
 client takes to send a request line and headers: a client trickling one byte a
 second holds its connection for ever (slowloris). Here every request head must
 be complete within CXRQ_EDGE_HEADER_TIMEOUT_SECONDS of its first byte (or of the
-connection, for a client that connects and says nothing); past it the client
-gets 408 in the error shape and the connection closes. Bodies are bounded in
-backend/edge/asgi.py, once the application is called.
+connection, for a client that connects and says nothing), and within
+CXRQ_EDGE_MAX_HEAD_BYTES; past either the client gets 408 / 431 in the error
+shape and the connection closes. Bodies are bounded in backend/edge/asgi.py.
+
+Two parsers, one rule: httptools (llhttp, C; the default: the faster) and h11
+(pure Python; CXRQ_EDGE_HTTP=h11).
 """
 
 from __future__ import annotations
@@ -14,51 +17,118 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backend.edge.asgi import error_response_parts
 
 logger = logging.getLogger(__name__)
 
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
-class DeadlineH11Protocol(H11Protocol):
+
+class HeadBoundsMixin:
     header_timeout: float = 10.0  # set from settings by backend/edge/server.py
+    max_head_bytes: int = 16 * 1024
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    def _head_init(self) -> None:
         self._head_timer: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
-        self._arm()
+        self._head_bytes = 0
+        self._in_head = False
 
-    def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE and self._head_timer is None:
-            self._arm()  # the first byte of a request on a kept-alive connection
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()  # the head is complete
+    def _head_begin(self) -> None:
+        """The first byte of a request head (or a new connection)."""
+        self._in_head, self._head_bytes = True, 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_refuse, 408)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-
-    def _disarm(self) -> None:
+    def _head_end(self) -> None:
+        self._in_head = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_refuse(self, status: int) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._in_head:
             return
-        headers, body = error_response_parts(
-            "request_timeout",
-            "The request head did not arrive in time.",
-            {"timeout_seconds": self.header_timeout},
-        )
-        head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+        if status == 408:
+            code, message = "request_timeout", "The request head did not arrive in time."
+            details: dict = {"timeout_seconds": self.header_timeout}
+        else:
+            code, message = "request_head_too_large", "The request line and headers are too large."
+            details = {"max_bytes": self.max_head_bytes}
+        headers, body = error_response_parts(code, message, details)
+        head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+        head += b"".join(k + b": " + v + b"\r\n" for k, v in headers)
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
-        logger.info("event=request_refused status=408 code=request_timeout at=head")
+        self._in_head = False
+        logger.info("event=request_refused status=%d code=%s at=head", status, code)
+
+
+class DeadlineHttpToolsProtocol(HeadBoundsMixin, HttpToolsProtocol):
+    """The head's size is counted from the parser's own pieces (URL, names, values), so body
+    bytes that arrive in the same packet are never taken for headers."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_init()
+        super().connection_made(transport)
+        self._head_begin()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_head and self._idle():
+            self._head_begin()
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_head_bytes:
+            self._head_refuse(431)  # still incomplete, already too large
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._head_bytes > self.max_head_bytes:
+            self._head_refuse(431)  # complete but too large: never reaches the application
+            return
+        self._head_end()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_end()
+        super().connection_lost(exc)
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+
+class DeadlineH11Protocol(HeadBoundsMixin, H11Protocol):
+    """h11 bounds the head's size itself (h11_max_incomplete_event_size: 400)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_init()
+        super().connection_made(transport)
+        self._head_begin()
+
+    def data_received(self, data: bytes) -> None:
+        import h11
+
+        if not self._in_head and self.conn.their_state is h11.IDLE:
+            self._head_begin()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._head_end()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_end()
+        super().connection_lost(exc)
+
+
+PROTOCOLS = {"httptools": DeadlineHttpToolsProtocol, "h11": DeadlineH11Protocol}

@@ -3,9 +3,10 @@
 
 Why this model (docs/operations.md has the figures): an idle, slow or stalled
 client costs a socket and a coroutine, not a thread, so a few hundred of them do
-not stop health or uploads; sync Django views run in a thread per request that
-has arrived whole; long-poll waits (the integration API) can be coroutines.
-gunicorn supervises the processes (restarts, graceful reloads, signals).
+not stop health or uploads; Django runs in a fixed pool of threads
+(backend/asgi.py) and is handed only requests that have arrived whole; long-poll
+waits (the integration API) can be coroutines on the loop. gunicorn supervises
+the processes (restarts, graceful reloads, signals).
 
     gunicorn -c python:backend.edge.server backend.asgi:application
 
@@ -25,12 +26,13 @@ def uvicorn_kwargs() -> dict[str, Any]:
     """uvicorn's configuration from settings: the deadline protocol, limits, trusted proxies."""
     from django.conf import settings
 
-    from backend.edge.protocol import DeadlineH11Protocol
+    from backend.edge.protocol import PROTOCOLS, HeadBoundsMixin
 
-    DeadlineH11Protocol.header_timeout = settings.EDGE_HEADER_TIMEOUT_SECONDS
+    HeadBoundsMixin.header_timeout = settings.EDGE_HEADER_TIMEOUT_SECONDS
+    HeadBoundsMixin.max_head_bytes = settings.EDGE_MAX_HEAD_BYTES
     return {
-        "http": DeadlineH11Protocol,
-        "loop": "asyncio",
+        "http": PROTOCOLS[settings.EDGE_HTTP],
+        "loop": "uvloop",
         "lifespan": "off",
         "server_header": False,  # no "Server: uvicorn" (nor a version) to fingerprint
         "timeout_keep_alive": settings.EDGE_KEEPALIVE_SECONDS,
@@ -46,7 +48,6 @@ def uvicorn_kwargs() -> dict[str, Any]:
 class EdgeUvicornWorker(UvicornWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
-        os.environ["DATABASE_CONN_MAX_AGE"] = "0"  # before settings load: see backend/asgi.py
         django.setup()
         self.CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, **uvicorn_kwargs()}
         super().__init__(*args, **kwargs)

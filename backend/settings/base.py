@@ -213,9 +213,13 @@ EDGE_BODY_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_BODY_TIMEOUT_SECONDS", default=
 EDGE_KEEPALIVE_SECONDS = env.int("CXRQ_EDGE_KEEPALIVE_SECONDS", default=5)
 # Open connections per web process past which new requests get 503 (0: no limit).
 EDGE_MAX_CONNECTIONS = env.int("CXRQ_EDGE_MAX_CONNECTIONS", default=1000)
-# Request line + headers, in bytes (h11 refuses a longer head with 400).
+# Request line + headers, in bytes: 431 past it.
 EDGE_MAX_HEAD_BYTES = env.int("CXRQ_EDGE_MAX_HEAD_BYTES", default=16 * 1024)
+# The HTTP/1.1 parser: httptools (llhttp, C) or h11 (pure Python); both carry the same bounds.
+EDGE_HTTP = env.str("CXRQ_EDGE_HTTP", default="httptools")
 WEB_BACKLOG = env.int("CXRQ_WEB_BACKLOG", default=2048)
+# Threads per web process that run Django (each keeps its database connection): backend/asgi.py.
+WEB_THREADS = env.int("CXRQ_WEB_THREADS", default=8)
 # Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy); none by default.
 TRUSTED_PROXIES = env.list("CXRQ_TRUSTED_PROXIES", default=[])
 # The base of every absolute URL the API hands out (url, Location, pagination), e.g.

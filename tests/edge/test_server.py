@@ -277,12 +277,13 @@ def test_host_and_forwarded_headers_are_not_believed_from_an_untrusted_peer(serv
 @pytest.fixture
 def dev_settings_server(tmp_path) -> Iterator[Server]:
     """The server as `make run` configures it (development settings: persistent connections on)."""
-    yield from _serve(tmp_path, {"DJANGO_SETTINGS_MODULE": "backend.settings.dev"})
+    yield from _serve(tmp_path, {"DJANGO_SETTINGS_MODULE": "backend.settings.dev", "CXRQ_WEB_THREADS": "4"})
 
 
 def test_a_burst_does_not_pile_up_database_connections(dev_settings_server):
-    """Under ASGI every request runs in a thread of its own: with persistent connections each
-    one kept a PostgreSQL connection, and a burst ended in "too many clients" (503s)."""
+    """Django's ASGI handler gave every request a thread of its own: with persistent connections
+    each kept a PostgreSQL connection, and a burst ended in "too many clients" (503s). Now a
+    fixed pool of 4 threads keeps at most 4 (plus the server's own checks)."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -303,4 +304,13 @@ def test_a_burst_does_not_pile_up_database_connections(dev_settings_server):
             "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
         )
         (open_connections,) = cursor.fetchone()
-    assert open_connections <= 4, (open_connections, pids)
+    assert open_connections <= 4 + 2, (open_connections, pids)
+
+
+def test_a_head_over_the_bound_is_431_and_closed(server):
+    s = _connect(server)
+    s.sendall(
+        b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    )
+    answer = _read_all(s, 5)
+    assert answer.startswith(b"HTTP/1.1 431") and b"request_head_too_large" in answer
