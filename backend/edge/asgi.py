@@ -8,6 +8,8 @@ What it does for every HTTP request, before the application sees a byte of the b
   parsers need one); past the bound: 413 and close. So Django's threads never wait on a client.
 - The whole body must arrive within CXRQ_EDGE_BODY_TIMEOUT_SECONDS: a client that stops
   sending (or sends less than it declared) gets 408 `request_timeout` and the connection closes.
+- The application must answer within CXRQ_EDGE_REQUEST_TIMEOUT_SECONDS: else 503
+  `request_took_too_long` (and the connection closes).
 The server (backend/edge/protocol.py) bounds the time to send the headers.
 """
 
@@ -85,7 +87,22 @@ class EdgeMiddleware:
 
         try:
             bounded_scope, bounded_receive = await self._bounded(scope, receive)
-            await self.app(bounded_scope, bounded_receive, tracking_send)
+            await asyncio.wait_for(
+                self.app(bounded_scope, bounded_receive, tracking_send),
+                timeout=settings.EDGE_REQUEST_TIMEOUT_SECONDS or None,
+            )
+        except TimeoutError:
+            # The application took too long. Its thread cannot be stopped; its answer, when it
+            # comes, goes nowhere. The client is told now, and may retry.
+            logger.warning("event=request_timed_out path=%s", scope["path"][:200])
+            if not started:
+                await _send_error(
+                    send,
+                    503,
+                    "request_took_too_long",
+                    "The server took too long to answer; retry shortly.",
+                    {"timeout_seconds": settings.EDGE_REQUEST_TIMEOUT_SECONDS},
+                )
         except _Refused as refused:
             status, code, message, details = refused.response
             logger.info("event=request_refused status=%d code=%s at=edge", status, code)

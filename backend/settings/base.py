@@ -211,6 +211,8 @@ EDGE_HEADER_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_HEADER_TIMEOUT_SECONDS", defa
 # The whole body within this many seconds of the head: else 408 and the connection closes.
 EDGE_BODY_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_BODY_TIMEOUT_SECONDS", default=30.0)
 EDGE_KEEPALIVE_SECONDS = env.int("CXRQ_EDGE_KEEPALIVE_SECONDS", default=5)
+# The application's answer, once the request has arrived: else 503 request_took_too_long (0: none).
+EDGE_REQUEST_TIMEOUT_SECONDS = env.float("CXRQ_EDGE_REQUEST_TIMEOUT_SECONDS", default=60.0)
 # Open connections per web process past which new requests get 503 (0: no limit).
 EDGE_MAX_CONNECTIONS = env.int("CXRQ_EDGE_MAX_CONNECTIONS", default=1000)
 # Request line + headers, in bytes: 431 past it.
