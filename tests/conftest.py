@@ -45,6 +45,16 @@ def media_files(_isolated_media) -> Callable[[], list[Path]]:
 
 
 @pytest.fixture
+def admin_client(client):
+    """Django's test client signed in as a superuser."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("admin", "a@example.org", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
 def api_key(db) -> str:
     """A submit key of the test client (tests/factories.py TEST_CLIENT)."""
     return client_and_key()[1]

@@ -70,6 +70,15 @@ class _BodyTimeout(_Refused):
         )
 
 
+def _too_large(**details: int) -> _Refused:
+    return _Refused(
+        413,
+        "file_too_large",
+        "The body is larger than the upload limit.",
+        {"max_bytes": settings.UPLOAD_MAX_BYTES, **details},
+    )
+
+
 class EdgeMiddleware:
     def __init__(self, app):
         self.app = app
@@ -123,12 +132,7 @@ class EdgeMiddleware:
                 raise _Refused(400, "invalid_content_length", "Content-Length must be one whole number.")
             declared = int(raw)
             if declared > limit:
-                raise _Refused(
-                    413,
-                    "file_too_large",
-                    "The body is larger than the upload limit.",
-                    {"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared},
-                )
+                raise _too_large(size=declared)
             if declared == 0:
                 return scope, receive
         elif not chunked:
@@ -144,12 +148,7 @@ class EdgeMiddleware:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise _Refused(
-                        413,
-                        "file_too_large",
-                        "The body is larger than the upload limit.",
-                        {"max_bytes": settings.UPLOAD_MAX_BYTES, "size_at_least": size},
-                    )
+                    raise _too_large(size_at_least=size)
                 spool.write(chunk)
                 if not message.get("more_body", False):
                     break

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from backend.clients.models import Client, Organisation
 from tests.factories import client_and_key
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    user = get_user_model().objects.create_superuser("admin", "a@example.org", "pw-for-tests-only")
-    client.force_login(user)
-    return client
 
 
 def test_a_clients_rates_and_organisation_are_set_in_the_admin(admin_client):

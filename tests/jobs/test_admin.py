@@ -11,13 +11,6 @@ from tests.factories import png_bytes, post_image
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client):
-    user = get_user_model().objects.create_superuser("admin", "a@example.org", "pw-for-tests-only")
-    client.force_login(user)
-    return client
-
-
 def test_job_list_shows_queue_state_and_searches(admin_client, api, worker, settings):
     settings.BATCH_MAX_WAIT_MS = 0
     done = post_image(api, png_bytes(seed=1)).json()
