@@ -221,7 +221,7 @@ EDGE_MAX_HEAD_BYTES = env.int("CXRQ_EDGE_MAX_HEAD_BYTES", default=16 * 1024)
 EDGE_HTTP = env.str("CXRQ_EDGE_HTTP", default="httptools")
 WEB_BACKLOG = env.int("CXRQ_WEB_BACKLOG", default=2048)
 # Threads per web process that run Django (each keeps its database connection): backend/asgi.py.
-WEB_THREADS = env.int("CXRQ_WEB_THREADS", default=8)
+WEB_THREADS = env.int("CXRQ_WEB_THREADS", default=4)
 # Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy); none by default.
 TRUSTED_PROXIES = env.list("CXRQ_TRUSTED_PROXIES", default=[])
 # The base of every absolute URL the API hands out (url, Location, pagination), e.g.
