@@ -1,11 +1,20 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from backend.jobs.health import HealthApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/health", HealthApi.as_view(), name="health"),
+    # The contract (OpenAPI 3.1) and its pages; assets served locally (drf-spectacular-sidecar).
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="cxrq/redoc.html"),
+        name="redoc",
+    ),
     path("api/v1/", include("backend.jobs.urls")),
 ]
 

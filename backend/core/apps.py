@@ -18,3 +18,6 @@ class CoreConfig(AppConfig):
             folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
             if folder:
                 Path(folder).mkdir(parents=True, exist_ok=True)
+        # WhiteNoise serves static files from the apps' folders (WHITENOISE_USE_FINDERS) and
+        # also looks in STATIC_ROOT, which collectstatic fills for an image that wants it.
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ class ContentSecurityPolicyMiddleware:
 
     HTML = (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+        "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
     )
     OTHER = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 
 from backend.audit.actors import actor_from_request
 from backend.audit.services import audit_read, audit_write
-from backend.jobs import errors, selectors
+from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer, public_url
 from backend.jobs.services import intake
@@ -43,6 +44,7 @@ class JobPagination(PageNumberPagination):
 class JobCollectionApi(APIView):
     throttle_classes = [ClientRateThrottle]
 
+    @extend_schema(**schema.UPLOAD)
     def post(self, request: Request) -> Response:
         declared = _content_length(request)
         if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
@@ -69,6 +71,7 @@ class JobCollectionApi(APIView):
         code = status.HTTP_200_OK if job.status == JobStatus.SUCCEEDED else status.HTTP_202_ACCEPTED
         return Response(body, status=code, headers={"Location": body["url"]})
 
+    @extend_schema(**schema.LIST)
     def get(self, request: Request) -> Response:
         qs = selectors.job_list(client=request.user, status=request.query_params.get("status"))
         paginator = JobPagination()
@@ -82,6 +85,7 @@ class JobCollectionApi(APIView):
 class JobDetailApi(APIView):
     throttle_classes = [ClientRateThrottle]
 
+    @extend_schema(**schema.DETAIL)
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(client=request.user, job_id=job_id)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -23,6 +24,7 @@ from backend.clients.authentication import ApiKeyAuthentication
 from backend.clients.permissions import is_operator
 from backend.jobs import selectors
 from backend.jobs.model_identity import current_model_version
+from backend.jobs.schema import HEALTH
 
 
 def check_database() -> dict[str, Any]:
@@ -113,6 +115,7 @@ class HealthApi(APIView):
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [AllowAny]
 
+    @extend_schema(**HEALTH)
     def get(self, request: Request) -> Response:
         db = check_database()
         broker = check_broker()

@@ -5,10 +5,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from backend.jobs.models import Job
+from backend.jobs.models import Job, JobStatus
 
 # What a result tells its client: enough to know which model, weights, preprocessing and
 # precision produced it and how long it took. The database keeps the whole record (library
@@ -61,18 +63,39 @@ class JobOutputSerializer(serializers.Serializer):
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
 
+    @extend_schema_field({"type": "string", "enum": [s.value.lower() for s in JobStatus]})
     def get_status(self, job: Job) -> str:
         return job.status.lower()
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: Job) -> str:
         request = self.context.get("request")
         return public_url(reverse("jobs:detail", kwargs={"job_id": job.id}, request=request))
 
+    @extend_schema_field(
+        {
+            "type": ["object", "null"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "description": "Why a failed job failed.",
+        }
+    )
     def get_error(self, job: Job) -> dict | None:
         if not job.error_code:
             return None
         return {"code": job.error_code, "message": job.error_message}
 
+    @extend_schema_field(
+        {
+            "type": ["object", "null"],
+            "description": "Present when succeeded: the 18 probabilities in the model's label order, "
+            "the provenance a client needs, per-phase timings.",
+            "properties": {
+                "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+                "provenance": {"type": "object"},
+                "timings": {"type": "object"},
+            },
+        }
+    )
     def get_result(self, job: Job) -> dict | None:
         result = getattr(job, "result", None) if job.status == "SUCCEEDED" else None
         if result is None:

@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The OpenAPI schema (/api/schema/) and its docs pages, with their assets served from here.
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     # The key model is ours (backend/clients/models.py, a subclass of its abstract model); the
     # library's own concrete APIKey table is created with the app and stays empty.
     "rest_framework_api_key",
@@ -50,6 +53,9 @@ MIDDLEWARE = [
     "backend.core.middleware.RequestIdMiddleware",
     "backend.core.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, the API docs') from the process itself, in every mode: no
+    # separate file server to configure, and make run's pages look as production's do.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,6 +125,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Served from the apps' folders directly (no collectstatic step to forget); cached by hash.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_ROOT = Path(env.str("CXRQ_MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"  # never served by Django: uploads are not public.
@@ -148,6 +157,29 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
     ],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The published contract: OpenAPI 3.1 from the code (backend/jobs/schema.py annotates it).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "cxrq API",
+    "DESCRIPTION": "Asynchronous chest X-ray inference: upload, wait or poll, read the 18 pathology "
+    "probabilities with their provenance. Every endpoint but health, the schema and the docs needs "
+    "an API key: `Authorization: Api-Key <key>` (or `Bearer <key>`). Errors share one shape: "
+    '`{"error": {"code", "message", "details"}}`.',
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "HealthStatusEnum": ["ok", "degraded"],
+        "JobStatusEnum": "backend.jobs.schema.JOB_STATUSES",
+    },
 }
 
 # Django's cache (Redis when configured, else per-process memory).

@@ -48,7 +48,7 @@ class Command(BaseCommand):
                     f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
                     f"  admin    : {base}/admin/",
                     "  add admin: .venv/bin/python manage.py createsuperuser",
-                    "  docs     : README.md, docs/api.md",
+                    f"  API docs : {base}/api/docs/ (Swagger UI), {base}/api/redoc/, schema {base}/api/schema/",
                     *key_lines,
                     "",
                 ]

@@ -1,0 +1,266 @@
+"""The OpenAPI contract's parts that the code cannot say by itself: the key scheme, the one error
+shape with its codes per status, the upload's multipart body, and an example per response.
+
+The views (api.py, health.py) carry `extend_schema(**UPLOAD)` and the like; this module holds
+what they point to, so that the views stay thin.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+from backend.jobs.model_identity import LABELS
+from backend.jobs.models import JobStatus
+from backend.jobs.serializers import JobOutputSerializer
+
+# A job's status as the API spells it (lower case); named once for the schema's enum.
+JOB_STATUSES = [s.value.lower() for s in JobStatus]
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "backend.clients.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Api-Key <key>` or `Bearer <key>`; keys come from `manage.py create_client` "
+            "or `client_keys add` and are shown once.",
+        }
+
+
+class ErrorBody(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable: what went wrong (see the list per status).")
+    message = serializers.CharField(help_text="For people.")
+    details = serializers.DictField(help_text="Facts about this refusal (limits, sizes, ids).")
+
+
+class Error(serializers.Serializer):
+    error = ErrorBody()
+
+
+class JobCreated(JobOutputSerializer):
+    deduplicated = serializers.BooleanField(
+        help_text="True when answered from the cache (the same bytes and model), or from the "
+        "organisation's shared cache: no new inference."
+    )
+
+
+def _error(description: str, *codes: str) -> OpenApiResponse:
+    listed = ", ".join(f"`{c}`" for c in codes)
+    return OpenApiResponse(
+        response=Error,
+        description=f"{description} Codes: {listed}.",
+        examples=[
+            OpenApiExample(
+                codes[0],
+                value={"error": {"code": codes[0], "message": "…", "details": {}}},
+                response_only=True,
+            )
+        ],
+    )
+
+
+AUTH_ERRORS = {
+    401: _error(
+        "No key, or a malformed, unknown, revoked or expired one.", "not_authenticated", "invalid_api_key"
+    ),
+    403: _error("The key's scope does not allow this.", "insufficient_scope"),
+    429: _error("Past this client's rate; `Retry-After` says when to come back.", "rate_limited"),
+}
+EDGE_ERRORS = {
+    408: _error("The request head or body did not arrive in time; the connection closes.", "request_timeout"),
+    503: _error(
+        "Retry shortly (`Retry-After`).", "database_unavailable", "queue_full", "request_took_too_long"
+    ),
+}
+
+_SUCCEEDED = {
+    "id": "6f1c2a8e-0d5b-4b7e-9a51-0f3c8a3f2b10",
+    "status": "succeeded",
+    "sha256": "c8cbe59e6b9b186060dc68e63965658fa6b5b3ada6648d25c189b8b69b43cd4c",
+    "model_version": "densenet121-res224-all@untrained-fb1+pp3",
+    "url": "https://cxrq.hospital.example/api/v1/jobs/6f1c2a8e-0d5b-4b7e-9a51-0f3c8a3f2b10",
+    "original_filename": "",
+    "image_format": "PNG",
+    "size_bytes": 182547,
+    "acquisition": {},
+    "created_at": "2026-12-03T08:29:52.020Z",
+    "started_at": "2026-12-03T08:29:52.067Z",
+    "finished_at": "2026-12-03T08:29:52.347Z",
+    "attempts": 1,
+    "error": None,
+    "result": {
+        "probabilities": dict.fromkeys(LABELS, 0.5),
+        "provenance": {
+            "model": "densenet121-res224-all",
+            "model_version": "densenet121-res224-all@untrained-fb1+pp3",
+            "weights": "untrained",
+            "preprocessing": "pp3",
+            "precision": "fp32",
+        },
+        "timings": {"preprocess_ms": 12.1, "inference_ms": 58.1, "postprocess_ms": 0.02, "batch_size": 1},
+    },
+}
+_QUEUED = _SUCCEEDED | {
+    "status": "queued",
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "result": None,
+}
+
+UPLOAD = {
+    "operation_id": "jobs_create",
+    "summary": "Upload a chest X-ray (PNG, JPEG or DICOM): a job, or the cached result",
+    "request": {
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"image": {"type": "string", "format": "binary", "description": "One image."}},
+            "required": ["image"],
+        }
+    },
+    "parameters": [
+        OpenApiParameter(
+            "Idempotency-Key",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            description="Replays with the same key and bytes return the first answer; other bytes: 409.",
+        )
+    ],
+    "responses": {
+        202: OpenApiResponse(
+            JobCreated,
+            description="Accepted: queued for inference (`Location` is the job).",
+            examples=[OpenApiExample("queued", value=_QUEUED | {"deduplicated": False}, response_only=True)],
+        ),
+        200: OpenApiResponse(
+            JobCreated,
+            description="Already analysed: the cached result, no inference.",
+            examples=[
+                OpenApiExample("cached", value=_SUCCEEDED | {"deduplicated": True}, response_only=True)
+            ],
+        ),
+        400: _error(
+            "The upload is not one valid image.",
+            "missing_image",
+            "multiple_images",
+            "empty_file",
+            "invalid_image",
+            "image_too_small",
+            "trailing_data",
+            "invalid_idempotency_key",
+            "invalid_content_length",
+            "too_many_files",
+            "too_many_fields",
+        ),
+        409: _error(
+            "The Idempotency-Key came before with other bytes, or is busy.", "idempotency_key_reused"
+        ),
+        413: _error("Too large, in bytes or pixels.", "file_too_large", "image_too_many_pixels"),
+        415: _error(
+            "Not an accepted format (recognised from the bytes).",
+            "unsupported_media_type",
+            "ambiguous_format",
+        ),
+        422: _error("A DICOM object cxrq cannot analyse.", "dicom_no_pixel_data"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+LIST = {
+    "operation_id": "jobs_list",
+    "summary": "The caller's jobs, newest first",
+    "parameters": [
+        OpenApiParameter("status", OpenApiTypes.STR, enum=JOB_STATUSES, description="Only these."),
+        OpenApiParameter("page", OpenApiTypes.INT),
+        OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 500; 50 by default."),
+    ],
+    "responses": {
+        200: OpenApiResponse(
+            inline_serializer(
+                "JobPage",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": JobOutputSerializer(many=True),
+                },
+            ),
+            examples=[
+                OpenApiExample(
+                    "a page",
+                    value={"count": 1, "next": None, "previous": None, "results": [_SUCCEEDED]},
+                    response_only=True,
+                )
+            ],
+        ),
+        400: _error("Unknown filter.", "invalid_filter"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+DETAIL = {
+    "operation_id": "jobs_retrieve",
+    "summary": "One of the caller's jobs",
+    "responses": {
+        200: OpenApiResponse(
+            JobOutputSerializer,
+            examples=[
+                OpenApiExample("succeeded", value=_SUCCEEDED, response_only=True),
+                OpenApiExample("queued", value=_QUEUED, response_only=True),
+            ],
+        ),
+        404: _error(
+            "No such job for this client (another client's id is answered the same way).", "job_not_found"
+        ),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+_HEALTH = inline_serializer(
+    "Health",
+    {
+        "status": serializers.ChoiceField(choices=["ok", "degraded"]),
+        "reasons": serializers.ListField(child=serializers.CharField()),
+        "database": serializers.DictField(required=False),
+        "broker": serializers.DictField(required=False),
+        "workers": serializers.DictField(required=False),
+        "model_version": serializers.CharField(required=False),
+        "limits": serializers.DictField(required=False),
+    },
+)
+
+HEALTH = {
+    "operation_id": "health",
+    "summary": "Can the API serve? Status and reasons for anyone; the figures for operators",
+    "auth": [{"ApiKey": []}, {}],
+    "parameters": [OpenApiParameter("strict", OpenApiTypes.BOOL, description="503 on any degradation.")],
+    "responses": {
+        200: OpenApiResponse(
+            _HEALTH,
+            description="Operators (an `operator` key or a staff session) also get database, broker, "
+            "workers, model_version and limits.",
+            examples=[OpenApiExample("ok", value={"status": "ok", "reasons": []}, response_only=True)],
+        ),
+        503: OpenApiResponse(
+            _HEALTH,
+            description="The database is down (or, with `strict`, anything is degraded).",
+            examples=[
+                OpenApiExample(
+                    "down",
+                    value={"status": "degraded", "reasons": ["database_unavailable"]},
+                    response_only=True,
+                )
+            ],
+        ),
+    },
+}
