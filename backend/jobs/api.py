@@ -15,7 +15,7 @@ from backend.audit.services import audit_read, audit_write
 from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer, public_url
-from backend.jobs.services import intake
+from backend.jobs.services import cancellation, intake
 from backend.jobs.throttling import ClientRateThrottle
 
 # Multipart framing on top of the file itself.
@@ -89,4 +89,14 @@ class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(client=request.user, job_id=job_id)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class JobCancelApi(APIView):
+    throttle_classes = [ClientRateThrottle]
+
+    @extend_schema(**schema.CANCEL)
+    def post(self, request: Request, job_id: str) -> Response:
+        job = cancellation.job_cancel(client=request.user, job_id=job_id)
+        audit_write(actor=actor_from_request(request), action="job.cancelled", job_ids=[job.id])
         return Response(JobOutputSerializer(job, context={"request": request}).data)

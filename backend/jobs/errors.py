@@ -172,3 +172,9 @@ class DicomHeaderTooLarge(ApplicationError):
     code = "dicom_header_too_large"
     status_code = 413
     default_message = "The DICOM header (everything before the pixel data) is larger than the limit."
+
+
+class JobNotCancellable(ApplicationError):
+    code = "job_not_cancellable"
+    status_code = 409
+    default_message = "The job has already ended: only queued and in-progress jobs can be cancelled."

@@ -50,7 +50,7 @@ def check_invariants(*, lease_grace_seconds: float = 0.0, sample: int = 20) -> I
     ]
     report.violations["attempts_over_max"] = ids(Job.objects.filter(attempts__gt=settings.MAX_ATTEMPTS))
     dupes = (
-        Job.objects.exclude(status=JobStatus.FAILED)
+        Job.objects.exclude(status__in=JobStatus.ended_without_result())
         .values("client", "sha256", "model_version")
         .annotate(n=Count("id"))
         .filter(n__gt=1)

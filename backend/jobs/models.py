@@ -11,6 +11,12 @@ each transition is one guarded UPDATE in backend/jobs/services/:
       +-------- reap (leases.py) ---------+
     QUEUED / IN_PROGRESS --operator_fail (operators.py)--> FAILED
     QUEUED / IN_PROGRESS / FAILED --operator_requeue (operators.py)--> QUEUED
+    QUEUED --cancel (cancellation.py)--> CANCELLED
+    IN_PROGRESS, cancel requested --discard (any move: store, fail, release, retry, reap)--> CANCELLED
+
+A cancel of an in-progress job only marks it (cancel_requested_at): the batch
+in hand runs to its end, and whatever move comes next ends the job CANCELLED
+instead, its result not stored; it never goes back to the queue.
 
 release gives the attempt back (shutdown, a batch claimed ahead and not run);
 retry_later requeues with backoff after a transient error; reap requeues the
@@ -31,6 +37,12 @@ class JobStatus(models.TextChoices):
     IN_PROGRESS = "IN_PROGRESS", "in progress"
     SUCCEEDED = "SUCCEEDED", "succeeded"
     FAILED = "FAILED", "failed"
+    CANCELLED = "CANCELLED", "cancelled"
+
+    @classmethod
+    def ended_without_result(cls) -> tuple[JobStatus, ...]:
+        """Ends that leave no result: such a job does not answer for its bytes (dedup skips it)."""
+        return (cls.FAILED, cls.CANCELLED)
 
 
 class Transition(models.TextChoices):
@@ -44,6 +56,8 @@ class Transition(models.TextChoices):
     REAP = "reap"
     OPERATOR_REQUEUE = "operator_requeue"
     OPERATOR_FAIL = "operator_fail"
+    CANCEL = "cancel"
+    DISCARD = "discard"
 
     @classmethod
     def requeues(cls) -> tuple[Transition, ...]:
@@ -82,6 +96,11 @@ class Job(models.Model):
     batch_id = models.UUIDField(null=True, blank=True)
     # Backoff: a job retried after a transient error is not claimed before this.
     available_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The client asked to cancel this job while it ran; it ends CANCELLED.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -93,7 +112,7 @@ class Job(models.Model):
             # record and do not block a new attempt for the same bytes.
             models.UniqueConstraint(
                 fields=["client", "sha256", "model_version"],
-                condition=~Q(status="FAILED"),
+                condition=~Q(status__in=["FAILED", "CANCELLED"]),
                 name="job_unique_live_client_sha256_model",
             ),
             models.CheckConstraint(

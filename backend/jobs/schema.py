@@ -94,6 +94,7 @@ _SUCCEEDED = {
     "started_at": "2026-12-03T08:29:52.067Z",
     "finished_at": "2026-12-03T08:29:52.347Z",
     "attempts": 1,
+    "cancel_requested_at": None,
     "error": None,
     "result": {
         "probabilities": dict.fromkeys(LABELS, 0.5),
@@ -262,5 +263,39 @@ HEALTH = {
                 )
             ],
         ),
+    },
+}
+
+_CANCELLED = _QUEUED | {
+    "status": "cancelled",
+    "finished_at": "2026-12-03T08:29:53.000Z",
+    "error": {"code": "cancelled", "message": "Cancelled by the client before it ran."},
+}
+
+CANCEL = {
+    "operation_id": "jobs_cancel",
+    "summary": "Cancel one of the caller's jobs",
+    "description": "A queued job ends `cancelled` at once and is never inferred. An in-progress job "
+    "is marked (`cancel_requested_at`) and ends `cancelled` when its batch returns; its result is "
+    "not stored. A cancelled job does not answer for its bytes: they may be uploaded again. "
+    "Cancelling again is harmless.",
+    "request": None,
+    "responses": {
+        200: OpenApiResponse(
+            JobOutputSerializer,
+            examples=[
+                OpenApiExample("cancelled", value=_CANCELLED, response_only=True),
+                OpenApiExample(
+                    "cancel requested",
+                    value=_QUEUED
+                    | {"status": "in_progress", "cancel_requested_at": "2026-12-03T08:29:53.000Z"},
+                    response_only=True,
+                ),
+            ],
+        ),
+        404: _error("No such job for this client.", "job_not_found"),
+        409: _error("The job has already ended (succeeded or failed).", "job_not_cancellable"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
     },
 }

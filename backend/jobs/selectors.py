@@ -60,10 +60,11 @@ def job_status_counts() -> dict[str, int]:
 
 
 def live_job(*, client: Client, sha256: str, model_version: str) -> Job | None:
-    """The client's job that answers for these bytes and this model (any status but FAILED)."""
+    """The client's job that answers for these bytes and this model (any status but FAILED or
+    CANCELLED: those leave no result, and the bytes may be sent again)."""
     return (
         Job.objects.select_related("result")
-        .exclude(status=JobStatus.FAILED)
+        .exclude(status__in=JobStatus.ended_without_result())
         .filter(client=client, sha256=sha256, model_version=model_version)
         .first()
     )

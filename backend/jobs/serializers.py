@@ -60,6 +60,9 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
     attempts = serializers.IntegerField()
+    cancel_requested_at = serializers.DateTimeField(
+        help_text="When the client asked to cancel this job while it ran; it ends cancelled."
+    )
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
 

@@ -1,9 +1,10 @@
 from django.urls import path
 
-from backend.jobs.api import JobCollectionApi, JobDetailApi
+from backend.jobs.api import JobCancelApi, JobCollectionApi, JobDetailApi
 
 app_name = "jobs"
 urlpatterns = [
     path("jobs", JobCollectionApi.as_view(), name="collection"),
     path("jobs/<str:job_id>", JobDetailApi.as_view(), name="detail"),
+    path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="cancel"),
 ]

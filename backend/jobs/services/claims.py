@@ -139,7 +139,12 @@ def job_store_results(*, batch: ClaimedBatch, outcomes: list[InferenceOutcome]) 
         return []
     by_id = {o.job_id: o for o in outcomes}
     with transaction.atomic():
-        held = list(_held(list(by_id), batch.claim_token).select_for_update().values_list("id", flat=True))
+        locked = list(
+            _held(list(by_id), batch.claim_token).select_for_update().values_list("id", "cancel_requested_at")
+        )
+        held = [job_id for job_id, _ in locked]
+        # A job cancelled while it ran ends CANCELLED (to_terminal): its result is not stored.
+        stored = [job_id for job_id, cancel_requested in locked if cancel_requested is None]
         if held:
             JobResult.objects.bulk_create(
                 [
@@ -149,14 +154,14 @@ def job_store_results(*, batch: ClaimedBatch, outcomes: list[InferenceOutcome]) 
                         provenance=by_id[job_id].provenance,
                         timings=by_id[job_id].timings,
                     )
-                    for job_id in held
+                    for job_id in stored
                 ]
             )
             updated = to_terminal(
                 _held(held, batch.claim_token), transition=Transition.STORE, status=JobStatus.SUCCEEDED
             )
             if updated != len(held):  # rows are locked: this would be a bug, never a race
-                raise RuntimeError(f"stored {len(held)} results but updated {updated} jobs")
+                raise RuntimeError(f"ended {len(held)} jobs but updated {updated}")
     dropped = set(by_id) - set(held)
     if dropped:
         logger.warning(
@@ -164,7 +169,13 @@ def job_store_results(*, batch: ClaimedBatch, outcomes: list[InferenceOutcome]) 
             batch.batch_id,
             ",".join(map(str, dropped)),
         )
-    return held
+    if len(stored) < len(held):
+        logger.info(
+            "event=results_discarded batch_id=%s job_ids=%s reason=cancelled",
+            batch.batch_id,
+            ",".join(str(i) for i in held if i not in stored),
+        )
+    return stored
 
 
 def job_fail(*, job_id: uuid.UUID, claim_token: uuid.UUID, code: str, message: str) -> bool:

@@ -6,7 +6,7 @@ move is one `UPDATE ... WHERE id IN (...) AND status IN (allowed) ...`; nothing
 reads a status and writes it back. The fields set are the same every time:
 
 - to the queue: nobody holds the job (claim fields cleared);
-- to an end (SUCCEEDED or FAILED): finished_at set, token and lease cleared
+- to an end (SUCCEEDED, FAILED or CANCELLED): finished_at set, token and lease cleared
   (claimed_by and batch_id stay as the record of the last holder), and the
   error fields set on failure and cleared on success, so a job that succeeded
   after a lease expiry or a retry carries no stale error.
@@ -57,10 +57,28 @@ def _checked(updated: int, *, expected: int | None, transition: Transition) -> i
 def to_queue(
     jobs: QuerySet[Job], *, transition: Transition, expected: int | None = None, **fields: Any
 ) -> int:
-    """Put guarded jobs back in the queue, unclaimed. `fields`: attempts, backoff, error, ..."""
+    """Put guarded jobs back in the queue, unclaimed. `fields`: attempts, backoff, error, ...
+    A job whose client asked to cancel it ends CANCELLED instead: it never goes back."""
     assert transition in Transition.requeues(), transition
-    updated = jobs.update(status=JobStatus.QUEUED, **UNCLAIMED, **fields)
-    return _checked(updated, expected=expected, transition=transition)
+    discarded = discard_cancelled(jobs)
+    updated = jobs.filter(cancel_requested_at__isnull=True).update(
+        status=JobStatus.QUEUED, **UNCLAIMED, **fields
+    )
+    return _checked(updated + discarded, expected=expected, transition=transition)
+
+
+def discard_cancelled(jobs: QuerySet[Job]) -> int:
+    """End the guarded jobs whose cancel was requested while they ran: CANCELLED, no result."""
+    return to_terminal(
+        jobs.filter(cancel_requested_at__isnull=False),
+        transition=Transition.DISCARD,
+        status=JobStatus.CANCELLED,
+        error_code=CANCELLED_CODE,
+        error_message="Cancelled by the client while in progress; the result was discarded.",
+    )
+
+
+CANCELLED_CODE = "cancelled"
 
 
 def to_terminal(
@@ -74,9 +92,13 @@ def to_terminal(
     now: datetime | None = None,
     **fields: Any,
 ) -> int:
-    """Finish guarded jobs: SUCCEEDED (no error) or FAILED (with a code and message)."""
-    assert status in (JobStatus.SUCCEEDED, JobStatus.FAILED), status
-    assert (status == JobStatus.FAILED) == bool(error_code), "a failure has a code, a success none"
+    """Finish guarded jobs: SUCCEEDED (no error), FAILED or CANCELLED (with a code and message)."""
+    assert status in (JobStatus.SUCCEEDED, *JobStatus.ended_without_result()), status
+    assert (status != JobStatus.SUCCEEDED) == bool(error_code), "an end without a result has a code"
+    # A job whose cancel was requested ends CANCELLED whatever end it was heading for.
+    discarded = 0 if status == JobStatus.CANCELLED else discard_cancelled(jobs)
+    if status != JobStatus.CANCELLED:
+        jobs = jobs.filter(cancel_requested_at__isnull=True)
     updated = jobs.update(
         status=status,
         finished_at=now or timezone.now(),
@@ -85,4 +107,4 @@ def to_terminal(
         **_RELEASED,
         **fields,
     )
-    return _checked(updated, expected=expected, transition=transition)
+    return _checked(updated + discarded, expected=expected, transition=transition)
