@@ -70,8 +70,10 @@ def authorization(key: str) -> dict[str, str]:
     return {"Authorization": f"Api-Key {key}"}
 
 
-def post_image(api: APIClient, data: bytes, name: str = "image.png", **extra):
-    return api.post("/api/v1/jobs", {"image": SimpleUploadedFile(name, data)}, format="multipart", **extra)
+def post_image(api: APIClient, data: bytes, name: str = "image.png", fields: dict | None = None, **extra):
+    """Upload through the API; `fields`: more form fields (priority, ...); `extra`: headers."""
+    form = {"image": SimpleUploadedFile(name, data), **(fields or {})}
+    return api.post("/api/v1/jobs", form, format="multipart", **extra)
 
 
 def assert_error(response, status: int, code: str) -> dict:

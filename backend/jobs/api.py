@@ -62,6 +62,7 @@ class JobCollectionApi(APIView):
             original_filename=upload.name or "",
             content_type=upload.content_type or "",
             idempotency_key=request.headers.get("Idempotency-Key"),
+            priority=request.data.get("priority"),
         )
         job = outcome.job
         action = "job.deduplicated" if outcome.deduplicated else "job.created"

@@ -178,3 +178,9 @@ class JobNotCancellable(ApplicationError):
     code = "job_not_cancellable"
     status_code = 409
     default_message = "The job has already ended: only queued and in-progress jobs can be cancelled."
+
+
+class InvalidPriority(ApplicationError):
+    code = "invalid_priority"
+    status_code = 400
+    default_message = "priority must be 'stat' or 'routine'."

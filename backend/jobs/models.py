@@ -45,6 +45,23 @@ class JobStatus(models.TextChoices):
         return (cls.FAILED, cls.CANCELLED)
 
 
+class Priority(models.IntegerChoices):
+    """Lower is sooner. STAT: an urgent read (a suspected pneumothorax in the emergency room);
+    ROUTINE: everything else. Claimed STAT first; a routine job waiting longer than
+    PRIORITY_PROMOTION_SECONDS counts as STAT, so routine work is never starved for good."""
+
+    STAT = 0, "stat"
+    ROUTINE = 1, "routine"
+
+    @classmethod
+    def parse(cls, value: str | None) -> Priority:
+        text = (value or "routine").strip().lower()
+        for member in cls:
+            if member.label == text:
+                return member
+        raise ValueError(text)
+
+
 class Transition(models.TextChoices):
     """The named moves between statuses (the diagram above); logged by name."""
 
@@ -69,6 +86,7 @@ class Job(models.Model):
     # The caller it belongs to: every read and write is scoped by it.
     client = models.ForeignKey("clients.Client", on_delete=models.PROTECT, related_name="jobs")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.ROUTINE)
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the bytes as uploaded.")
     model_version = models.CharField(max_length=128)
     upload = models.FileField(upload_to="uploads/%Y/%m/%d/", max_length=255)

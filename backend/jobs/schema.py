@@ -83,6 +83,7 @@ EDGE_ERRORS = {
 _SUCCEEDED = {
     "id": "6f1c2a8e-0d5b-4b7e-9a51-0f3c8a3f2b10",
     "status": "succeeded",
+    "priority": "routine",
     "sha256": "c8cbe59e6b9b186060dc68e63965658fa6b5b3ada6648d25c189b8b69b43cd4c",
     "model_version": "densenet121-res224-all@untrained-fb1+pp3",
     "url": "https://cxrq.hospital.example/api/v1/jobs/6f1c2a8e-0d5b-4b7e-9a51-0f3c8a3f2b10",
@@ -122,7 +123,17 @@ UPLOAD = {
     "request": {
         "multipart/form-data": {
             "type": "object",
-            "properties": {"image": {"type": "string", "format": "binary", "description": "One image."}},
+            "properties": {
+                "image": {"type": "string", "format": "binary", "description": "One image."},
+                "priority": {
+                    "type": "string",
+                    "enum": ["stat", "routine"],
+                    "default": "routine",
+                    "description": "stat: claimed before routine work (fair share between clients "
+                    "holds within each); a routine job waiting over CXRQ_PRIORITY_PROMOTION_SECONDS "
+                    "(300) counts as stat.",
+                },
+            },
             "required": ["image"],
         }
     },
@@ -156,6 +167,7 @@ UPLOAD = {
             "image_too_small",
             "trailing_data",
             "invalid_idempotency_key",
+            "invalid_priority",
             "invalid_content_length",
             "too_many_files",
             "too_many_fields",

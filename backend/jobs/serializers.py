@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from backend.jobs.models import Job, JobStatus
+from backend.jobs.models import Job, JobStatus, Priority
 
 # What a result tells its client: enough to know which model, weights, preprocessing and
 # precision produced it and how long it took. The database keeps the whole record (library
@@ -49,6 +49,7 @@ def _only(record: dict, keys: tuple[str, ...]) -> dict:
 class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.SerializerMethodField()
+    priority = serializers.SerializerMethodField()
     sha256 = serializers.CharField()
     model_version = serializers.CharField()
     url = serializers.SerializerMethodField()
@@ -69,6 +70,10 @@ class JobOutputSerializer(serializers.Serializer):
     @extend_schema_field({"type": "string", "enum": [s.value.lower() for s in JobStatus]})
     def get_status(self, job: Job) -> str:
         return job.status.lower()
+
+    @extend_schema_field({"type": "string", "enum": [p.label for p in Priority]})
+    def get_priority(self, job: Job) -> str:
+        return Priority(job.priority).label
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: Job) -> str:

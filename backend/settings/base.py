@@ -260,6 +260,10 @@ TRUSTED_PROXIES = env.list("CXRQ_TRUSTED_PROXIES", default=[])
 # https://cxrq.hospital.example; empty: from the request (development and tests).
 PUBLIC_URL = env.str("CXRQ_PUBLIC_URL", default="").rstrip("/")
 
+# A routine job waiting longer than this is claimed as if it were STAT (backend/jobs/models.py
+# Priority): STAT work goes first, routine work is never starved for longer than this.
+PRIORITY_PROMOTION_SECONDS = env.int("CXRQ_PRIORITY_PROMOTION_SECONDS", default=300)
+
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("CXRQ_IMAGE_MAX_PIXELS", default=50_000_000)

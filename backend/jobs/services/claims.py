@@ -17,7 +17,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from backend.jobs.dispatch import wake_workers
-from backend.jobs.models import Job, JobResult, JobStatus, Transition
+from backend.jobs.models import Job, JobResult, JobStatus, Priority, Transition
 from backend.jobs.services.transitions import ERROR_CODE_MAX, ERROR_MESSAGE_MAX, to_queue, to_terminal
 
 logger = logging.getLogger(__name__)
@@ -51,24 +51,31 @@ def _db_dt(value) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-# One statement picks and moves the rows. Clients take turns: each waiting job is numbered
-# within its client, oldest first (its turn), and a batch takes the lowest turns, oldest first
-# among equals. So with one client holding 1,000 queued jobs, another client's job submitted
+# One statement picks and moves the rows. STAT before routine (a routine job waiting longer than
+# PRIORITY_PROMOTION_SECONDS counts as STAT: starvation is bounded). Within a priority, clients
+# take turns: each waiting job is numbered within its client, oldest first (its turn), and a
+# batch takes the lowest turns, oldest first among equals. So with one client holding 1,000 queued jobs, another client's job submitted
 # after them is in the next batch, not after the backlog. PostgreSQL: FOR UPDATE SKIP LOCKED
 # skips rows another claimer holds and keeps filling the batch past them. SQLite (the embedded
 # default) has no row locks but runs the statement under its single writer lock; the status
 # guard keeps it exact there too.
 _CLAIM_SQL = """
-WITH waiting AS (
-    SELECT id, created_at, row_number() OVER (PARTITION BY client_id ORDER BY created_at) AS turn
+WITH ranked AS (
+    SELECT id, client_id, created_at,
+           CASE WHEN priority = {stat} OR created_at <= %s THEN {stat} ELSE priority END AS urgency
     FROM jobs_job
     WHERE status = '{queued}' AND model_version = %s
       AND (available_at IS NULL OR available_at <= %s)
       AND attempts {attempts}
 ),
+waiting AS (
+    SELECT id, created_at, urgency,
+           row_number() OVER (PARTITION BY urgency, client_id ORDER BY created_at) AS turn
+    FROM ranked
+),
 picked AS (
     SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
-    ORDER BY w.turn, w.created_at
+    ORDER BY w.urgency, w.turn, w.created_at
     LIMIT %s
     {lock}
 )
@@ -93,6 +100,7 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
     batch = ClaimedBatch(batch_id=uuid.uuid4(), claim_token=uuid.uuid4(), worker_id=worker_id)
     lock = "FOR UPDATE OF j SKIP LOCKED" if connection.vendor == "postgresql" else ""
     lease = now + timedelta(seconds=settings.LEASE_SECONDS)
+    promoted_before = now - timedelta(seconds=settings.PRIORITY_PROMOTION_SECONDS)
     params_tail = [
         _db_dt(now),
         worker_id,
@@ -110,8 +118,9 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
                         attempts=attempts,
                         queued=JobStatus.QUEUED,
                         in_progress=JobStatus.IN_PROGRESS,
+                        stat=int(Priority.STAT),
                     ),
-                    [model_version, _db_dt(now), limit, *params_tail],
+                    [_db_dt(promoted_before), model_version, _db_dt(now), limit, *params_tail],
                 )
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.

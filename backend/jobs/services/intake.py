@@ -20,7 +20,7 @@ from backend.clients.models import Client
 from backend.jobs import errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
-from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus
+from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Priority
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,17 @@ def job_create(
     original_filename: str = "",
     content_type: str = "",
     idempotency_key: str | None = None,
+    priority: str | None = None,
 ) -> JobCreateOutcome:
     """Create the client's job for an upload, or return its live job for the same bytes and model.
 
     With an Idempotency-Key, a replay returns the job the key first answered
     with, and the key with different bytes is refused (409).
     """
+    try:
+        urgency = Priority.parse(priority)
+    except ValueError:
+        raise errors.InvalidPriority(details={"priority": str(priority)[:32]}) from None
     data = images.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
     sha256 = images.sha256_of(data)
 
@@ -54,6 +59,7 @@ def job_create(
             sha256=sha256,
             original_filename=original_filename,
             content_type=content_type,
+            priority=urgency,
         )
 
     if not idempotency_key:
@@ -97,11 +103,21 @@ def _claim_idempotency_key(*, client: Client, key: str, sha256: str) -> tuple[Jo
 
 
 def _create_or_dedup(
-    *, client: Client, data: bytes, sha256: str, original_filename: str, content_type: str
+    *,
+    client: Client,
+    data: bytes,
+    sha256: str,
+    original_filename: str,
+    content_type: str,
+    priority: Priority = Priority.ROUTINE,
 ) -> JobCreateOutcome:
     model_version = current_model_version()
     existing = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
     if existing is not None:
+        if priority < existing.priority and existing.status == JobStatus.QUEUED:
+            # The same image sent again as STAT while it waits as routine: it moves up.
+            Job.objects.filter(id=existing.id, status=JobStatus.QUEUED).update(priority=priority)
+            existing.refresh_from_db()
         return JobCreateOutcome(job=existing, deduplicated=True)
 
     # An organisation that shares its cache answers from a member's result: no inference, so
@@ -119,6 +135,7 @@ def _create_or_dedup(
     )
     job = Job(
         client=client,
+        priority=priority,
         sha256=sha256,
         model_version=model_version,
         original_filename=images.stored_filename(original_filename, keep=settings.STORE_ORIGINAL_FILENAME),
