@@ -1,4 +1,5 @@
-"""The hospital workflow under load: upload a chest X-ray, poll every 100 ms until done.
+"""The hospital workflow under load: upload a chest X-ray, poll every 100 ms until done
+(or, with CXRQ_LOADTEST_WAIT_S=N, wait for it with GET ?wait=N: one request per job).
 
   CacheMissUser (weight 7): a never-seen image each time — a sample X-ray with one
       pixel changed by one grey level (invisible, deterministic, new sha256) — so
@@ -30,6 +31,8 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "cxr"
 MISS_SOURCES = ["00000001_000.png", "00027426_000.png", "h0001.png", "tb0005.png", "tb0007.png"]
 HIT_SOURCES = ["00000001_000.png", "00027426_000.png", "16747_3_1.jpg", "h0001.png", "tb0005.png"]
 POLL_INTERVAL_S = float(os.environ.get("CXRQ_POLL_INTERVAL_S", "0.1"))
+# Long-poll instead: each "poll" is GET ?wait=N, answered when the job ends (docs/api.md).
+WAIT_S = int(os.environ.get("CXRQ_LOADTEST_WAIT_S", "0"))
 JOB_TIMEOUT_S = float(os.environ.get("CXRQ_JOB_TIMEOUT_S", "120"))
 # Distinct per run, so a second run against the same database still misses the cache.
 RUN_SALT = int(os.environ.get("CXRQ_LOADTEST_SALT", str(int(time.time()) % 1_000_000)))
@@ -104,12 +107,14 @@ class _XrayUser(HttpUser):
                 return
             body = r.json()
         deadline = started + JOB_TIMEOUT_S
-        while body["status"] not in ("succeeded", "failed"):
+        while body["status"] not in ("succeeded", "failed", "cancelled"):
             if time.perf_counter() > deadline:
                 self._record(started, TimeoutError(f"job {body['id']} not done in {JOB_TIMEOUT_S}s"))
                 return
-            time.sleep(POLL_INTERVAL_S)
-            with self.client.get(f"/api/v1/jobs/{body['id']}", name="poll", catch_response=True) as p:
+            if not WAIT_S:
+                time.sleep(POLL_INTERVAL_S)
+            url = f"/api/v1/jobs/{body['id']}" + (f"?wait={WAIT_S}" if WAIT_S else "")
+            with self.client.get(url, name="poll", catch_response=True) as p:
                 if p.status_code != 200:  # a 404 here is a lost job
                     p.failure(f"poll answered {p.status_code}")
                     self._record(started, RuntimeError(f"poll {p.status_code}"))

@@ -24,6 +24,8 @@ from typing import Any
 
 from django.conf import settings
 
+from backend.edge import waiting
+
 logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
@@ -96,10 +98,12 @@ class EdgeMiddleware:
 
         try:
             bounded_scope, bounded_receive = await self._bounded(scope, receive)
-            await asyncio.wait_for(
-                self.app(bounded_scope, bounded_receive, tracking_send),
-                timeout=settings.EDGE_REQUEST_TIMEOUT_SECONDS or None,
+            handled = (
+                waiting.respond(self.app, bounded_scope, bounded_receive, tracking_send)
+                if waiting.wants_wait(bounded_scope)
+                else self.app(bounded_scope, bounded_receive, tracking_send)
             )
+            await asyncio.wait_for(handled, timeout=settings.EDGE_REQUEST_TIMEOUT_SECONDS or None)
         except TimeoutError:
             # The application took too long. Its thread cannot be stopped; its answer, when it
             # comes, goes nowhere. The client is told now, and may retry.

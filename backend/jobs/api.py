@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -88,9 +90,41 @@ class JobDetailApi(APIView):
 
     @extend_schema(**schema.DETAIL)
     def get(self, request: Request, job_id: str) -> Response:
+        wait = _wait_seconds(request)
         job = selectors.job_get(client=request.user, job_id=job_id)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)
-        return Response(JobOutputSerializer(job, context={"request": request}).data)
+        etag = job_etag(job)
+        unchanged = etag in _if_none_match(request)
+        headers = {"ETag": etag}
+        if wait and (unchanged or job.status not in JobStatus.ended()):
+            # The edge (backend/edge/waiting.py) keeps this answer back and asks again when the
+            # job ends or the wait runs out; the header never reaches the client.
+            headers[WAIT_HEADER] = f"{job.id} {wait}"
+        elif unchanged:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(JobOutputSerializer(job, context={"request": request}).data, headers=headers)
+
+
+WAIT_HEADER = "X-Cxrq-Wait"
+
+
+def _wait_seconds(request: Request) -> int:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0
+    if not raw.isdigit() or int(raw) > settings.LONG_POLL_MAX_SECONDS:
+        raise errors.InvalidWait(details={"max_seconds": settings.LONG_POLL_MAX_SECONDS})
+    return int(raw)
+
+
+def _if_none_match(request: Request) -> set[str]:
+    return {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",") if tag.strip()}
+
+
+def job_etag(job) -> str:
+    """Changes whenever the job's JSON can: its status, attempts, times, cancel mark, priority."""
+    parts = (job.status, job.attempts, job.started_at, job.finished_at, job.cancel_requested_at, job.priority)
+    return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:20]}"'
 
 
 class JobCancelApi(APIView):

@@ -184,3 +184,9 @@ class InvalidPriority(ApplicationError):
     code = "invalid_priority"
     status_code = 400
     default_message = "priority must be 'stat' or 'routine'."
+
+
+class InvalidWait(ApplicationError):
+    code = "invalid_wait"
+    status_code = 400
+    default_message = "wait must be a whole number of seconds, at most the configured maximum."

@@ -40,6 +40,10 @@ class JobStatus(models.TextChoices):
     CANCELLED = "CANCELLED", "cancelled"
 
     @classmethod
+    def ended(cls) -> tuple[JobStatus, ...]:
+        return (cls.SUCCEEDED, cls.FAILED, cls.CANCELLED)
+
+    @classmethod
     def ended_without_result(cls) -> tuple[JobStatus, ...]:
         """Ends that leave no result: such a job does not answer for its bytes (dedup skips it)."""
         return (cls.FAILED, cls.CANCELLED)

@@ -222,7 +222,20 @@ LIST = {
 
 DETAIL = {
     "operation_id": "jobs_retrieve",
-    "summary": "One of the caller's jobs",
+    "summary": "One of the caller's jobs; `?wait=N` waits for it to end",
+    "description": "With `wait` (seconds, up to CXRQ_LONG_POLL_MAX_SECONDS, 30), the answer comes as soon "
+    "as the job has ended, or when the wait runs out (the job as it stands). With `If-None-Match` "
+    "(the job's `ETag`), an unchanged job is 304; with both, the answer comes when the job changes. "
+    "A waiting client holds no server thread.",
+    "parameters": [
+        OpenApiParameter("wait", OpenApiTypes.INT, description="Seconds to wait for the job to end (0-30)."),
+        OpenApiParameter(
+            "If-None-Match",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            description="An ETag from an earlier answer.",
+        ),
+    ],
     "responses": {
         200: OpenApiResponse(
             JobOutputSerializer,

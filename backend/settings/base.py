@@ -204,6 +204,11 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
 # else the broker's when that is Redis; empty: the database (the embedded default).
 _REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 RATE_LIMIT_URL = env.str("CXRQ_RATE_LIMIT_URL", default=CACHE_URL or _REDIS_BROKER)
+# Job-ended announcements for long-poll waiters (backend/jobs/events.py): a Redis URL, by default
+# the broker's; empty (the embedded default): waiters look again every second instead.
+JOB_EVENTS_URL = env.str("CXRQ_JOB_EVENTS_URL", default=_REDIS_BROKER)
+# The longest `?wait=` a client may ask for, in seconds.
+LONG_POLL_MAX_SECONDS = env.int("CXRQ_LONG_POLL_MAX_SECONDS", default=30)
 BROKER_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

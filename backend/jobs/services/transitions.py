@@ -25,6 +25,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from backend.jobs.events import announce_ended
 from backend.jobs.models import Job, JobStatus, Transition
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,12 @@ def to_terminal(
     discarded = 0 if status == JobStatus.CANCELLED else discard_cancelled(jobs)
     if status != JobStatus.CANCELLED:
         jobs = jobs.filter(cancel_requested_at__isnull=True)
+    # Who is ending, for the clients waiting on them (events.py): read before the move, and
+    # the move limited to exactly these rows.
+    ending = list(jobs.values_list("id", flat=True))
+    if not ending:
+        return _checked(discarded, expected=expected, transition=transition)
+    jobs = Job.objects.filter(id__in=ending).filter(pk__in=jobs.values("pk"))
     updated = jobs.update(
         status=status,
         finished_at=now or timezone.now(),
@@ -107,4 +114,5 @@ def to_terminal(
         **_RELEASED,
         **fields,
     )
+    announce_ended(ending)  # after the move: at commit inside a transaction, at once outside
     return _checked(updated + discarded, expected=expected, transition=transition)
