@@ -102,7 +102,9 @@ class JobDetailApi(APIView):
             headers[WAIT_HEADER] = f"{job.id} {wait}"
         elif unchanged:
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
-        return Response(JobOutputSerializer(job, context={"request": request}).data, headers=headers)
+        body = JobOutputSerializer(job, context={"request": request}).data
+        body["queue"] = selectors.queue_standing(job)
+        return Response(body, headers=headers)
 
 
 WAIT_HEADER = "X-Cxrq-Wait"

@@ -51,6 +51,19 @@ class JobCreated(JobOutputSerializer):
     )
 
 
+class JobDetail(JobOutputSerializer):
+    queue = inline_serializer(
+        "QueueStanding",
+        {
+            "jobs_ahead": serializers.IntegerField(help_text="Jobs the claim order puts before this one."),
+            "finished_per_second": serializers.FloatField(help_text="Jobs finished lately (last 5 minutes)."),
+            "eta_seconds": serializers.FloatField(allow_null=True, help_text="(jobs_ahead + 1) / that rate."),
+        },
+        allow_null=True,
+        help_text="While queued: its place and an estimate; null otherwise.",
+    )
+
+
 def _error(description: str, *codes: str) -> OpenApiResponse:
     listed = ", ".join(f"`{c}`" for c in codes)
     return OpenApiResponse(
@@ -238,10 +251,15 @@ DETAIL = {
     ],
     "responses": {
         200: OpenApiResponse(
-            JobOutputSerializer,
+            JobDetail,
             examples=[
-                OpenApiExample("succeeded", value=_SUCCEEDED, response_only=True),
-                OpenApiExample("queued", value=_QUEUED, response_only=True),
+                OpenApiExample("succeeded", value=_SUCCEEDED | {"queue": None}, response_only=True),
+                OpenApiExample(
+                    "queued",
+                    value=_QUEUED
+                    | {"queue": {"jobs_ahead": 12, "finished_per_second": 4.2, "eta_seconds": 3.1}},
+                    response_only=True,
+                ),
             ],
         ),
         404: _error(

@@ -128,3 +128,53 @@ def queue_state() -> dict:
         "live_workers": live_workers().count(),
         "max_queue_depth": settings.MAX_QUEUE_DEPTH,
     }
+
+
+def queue_standing(job: Job) -> dict | None:
+    """Where a queued job stands: how many jobs the claim order puts before it, and an estimate
+    of when it will be done from the jobs finished in the last ETA_WINDOW_SECONDS. None for a
+    job that is not waiting to be claimed (in progress, ended, or in a retry's backoff).
+    One query over the queue (the claim's own ranking), so it is asked for one job at a time."""
+    from django.db import connection
+
+    from backend.jobs.claim_order import WAITING_CTE
+    from backend.jobs.models import Priority
+
+    if job.status != JobStatus.QUEUED:
+        return None
+    now = timezone.now()
+    sql = (
+        "WITH "
+        + WAITING_CTE.format(stat=int(Priority.STAT), queued=JobStatus.QUEUED, attempts="IS NOT NULL")
+        + """
+SELECT count(*), (SELECT count(*) FROM waiting WHERE id = %s)
+FROM waiting w JOIN waiting me ON me.id = %s
+WHERE w.urgency < me.urgency
+   OR (w.urgency = me.urgency AND (w.turn < me.turn OR (w.turn = me.turn AND w.created_at < me.created_at)))"""
+    )
+    job_id = Job._meta.pk.get_db_prep_value(job.id, connection)
+    promoted_before = now - timedelta(seconds=settings.PRIORITY_PROMOTION_SECONDS)
+    params = [
+        connection.ops.adapt_datetimefield_value(promoted_before),
+        job.model_version,
+        connection.ops.adapt_datetimefield_value(now),
+        job_id,
+        job_id,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ahead, present = cursor.fetchone()
+    if not present:
+        return None
+    window = settings.ETA_WINDOW_SECONDS
+    done = Job.objects.filter(
+        status=JobStatus.SUCCEEDED,
+        model_version=job.model_version,
+        finished_at__gte=now - timedelta(seconds=window),
+    ).count()
+    rate = done / window
+    return {
+        "jobs_ahead": ahead,
+        "finished_per_second": round(rate, 3),
+        "eta_seconds": round((ahead + 1) / rate, 1) if rate > 0 else None,
+    }

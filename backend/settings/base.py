@@ -268,6 +268,8 @@ PUBLIC_URL = env.str("CXRQ_PUBLIC_URL", default="").rstrip("/")
 # A routine job waiting longer than this is claimed as if it were STAT (backend/jobs/models.py
 # Priority): STAT work goes first, routine work is never starved for longer than this.
 PRIORITY_PROMOTION_SECONDS = env.int("CXRQ_PRIORITY_PROMOTION_SECONDS", default=300)
+# A queued job's ETA divides its place in the queue by the jobs finished in this window.
+ETA_WINDOW_SECONDS = env.int("CXRQ_ETA_WINDOW_SECONDS", default=300)
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)

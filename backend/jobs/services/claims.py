@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from backend.jobs.claim_order import WAITING_CTE
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.models import Job, JobResult, JobStatus, Priority, Transition
 from backend.jobs.services.transitions import ERROR_CODE_MAX, ERROR_MESSAGE_MAX, to_queue, to_terminal
@@ -51,28 +52,17 @@ def _db_dt(value) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-# One statement picks and moves the rows. STAT before routine (a routine job waiting longer than
-# PRIORITY_PROMOTION_SECONDS counts as STAT: starvation is bounded). Within a priority, clients
-# take turns: each waiting job is numbered within its client, oldest first (its turn), and a
-# batch takes the lowest turns, oldest first among equals. So with one client holding 1,000 queued jobs, another client's job submitted
-# after them is in the next batch, not after the backlog. PostgreSQL: FOR UPDATE SKIP LOCKED
+# One statement picks and moves the rows, from the front of the claim order (claim_order.py:
+# STAT first, routine promoted by age, clients taking turns). So with one client holding 1,000
+# queued jobs, another client's job submitted after them is in the next batch, not after the
+# backlog. PostgreSQL: FOR UPDATE SKIP LOCKED
 # skips rows another claimer holds and keeps filling the batch past them. SQLite (the embedded
 # default) has no row locks but runs the statement under its single writer lock; the status
 # guard keeps it exact there too.
-_CLAIM_SQL = """
-WITH ranked AS (
-    SELECT id, client_id, created_at,
-           CASE WHEN priority = {stat} OR created_at <= %s THEN {stat} ELSE priority END AS urgency
-    FROM jobs_job
-    WHERE status = '{queued}' AND model_version = %s
-      AND (available_at IS NULL OR available_at <= %s)
-      AND attempts {attempts}
-),
-waiting AS (
-    SELECT id, created_at, urgency,
-           row_number() OVER (PARTITION BY urgency, client_id ORDER BY created_at) AS turn
-    FROM ranked
-),
+_CLAIM_SQL = (
+    "WITH "
+    + WAITING_CTE
+    + """,
 picked AS (
     SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
     ORDER BY w.urgency, w.turn, w.created_at
@@ -85,6 +75,7 @@ SET status = '{in_progress}', attempts = attempts + 1, started_at = %s,
 WHERE id IN (SELECT id FROM picked) AND status = '{queued}'
 RETURNING id
 """
+)
 
 
 def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> ClaimedBatch:

@@ -9,7 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from backend.jobs.models import Job, Priority
-from backend.jobs.services import intake
+from backend.jobs.services import claims, intake
+from backend.jobs.services.claims import InferenceOutcome
 from tests.factories import (
     assert_error,
     claim,
@@ -71,3 +72,37 @@ def test_the_same_image_sent_again_as_stat_moves_its_queued_job_up(api):
     again = post_image(api, png_bytes(seed=4), fields={"priority": "stat"}).json()
     assert again["id"] == first["id"] and again["priority"] == "stat"
     assert Job.objects.get(id=first["id"]).priority == Priority.STAT
+
+
+def test_a_queued_job_says_how_many_jobs_are_ahead_of_it_in_the_claim_order(api, anonymous_api, settings):
+    settings.CLIENT_MAX_QUEUED_JOBS = 0
+    mine = [post_image(api, png_bytes(seed=50 + i)).json()["id"] for i in range(3)]
+    _, key = client_and_key(name="hospital-b")
+    other = {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
+    theirs = post_image(anonymous_api, png_bytes(seed=60), **other).json()["id"]
+    stat = post_image(api, png_bytes(seed=70), fields={"priority": "stat"}).json()["id"]
+
+    def ahead(job_id, headers=None):
+        return (
+            api.get(f"/api/v1/jobs/{job_id}").json()["queue"]["jobs_ahead"]
+            if headers is None
+            else (anonymous_api.get(f"/api/v1/jobs/{job_id}", **headers).json()["queue"]["jobs_ahead"])
+        )
+
+    assert ahead(stat) == 0  # STAT first
+    assert ahead(mine[0]) == 1  # after the STAT job
+    assert ahead(theirs, other) == 2  # B's first turn: after the STAT job and A's first
+    assert [ahead(j) for j in mine[1:]] == [3, 4]
+    body = api.get(f"/api/v1/jobs/{mine[0]}").json()
+    assert body["queue"]["eta_seconds"] is None  # nothing finished lately: no estimate
+    batch = claim(2)  # the STAT job and A's first
+    outcomes = [
+        InferenceOutcome(job_id=i, probabilities={}, provenance={}, timings={}) for i in batch.job_ids
+    ]
+    claims.job_store_results(batch=batch, outcomes=outcomes)
+    assert api.get(f"/api/v1/jobs/{mine[0]}").json()["queue"] is None  # ended: no place in the queue
+    standing = api.get(f"/api/v1/jobs/{mine[1]}").json()["queue"]
+    # Turns are counted in the queue as it is now: A's next job and B's first share the first
+    # turn, and A's is older.
+    assert standing["jobs_ahead"] == 0
+    assert standing["eta_seconds"] == round(1 / (2 / settings.ETA_WINDOW_SECONDS), 1)
