@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
+from backend.core.exception_handler import error_body
 from backend.edge import waiting
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def body_limit() -> int:
 
 def error_response_parts(code: str, message: str, details: dict | None = None) -> tuple[list, bytes]:
     """Headers and body of a response in the API's error shape, closing the connection."""
-    body = json.dumps({"error": {"code": code, "message": message, "details": details or {}}}).encode()
+    body = json.dumps(error_body(code, message, details)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -25,7 +25,9 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-WAIT_HEADER = b"x-cxrq-wait"
+# Set by the view (backend/jobs/api.py) on an answer the edge may hold back; never sent on.
+WAIT_HEADER = "X-Cxrq-Wait"
+_WAIT_HEADER_KEY = WAIT_HEADER.lower().encode()
 RECHECK_SECONDS = 5.0
 POLL_SECONDS_WITHOUT_EVENTS = 1.0
 
@@ -99,10 +101,10 @@ async def respond(app, scope: dict[str, Any], receive, send) -> None:
         while True:
             start, body = await _capture(app, scope, receive)
             headers = start.get("headers", [])
-            waiting = any(k.lower() == WAIT_HEADER for k, _ in headers)
+            waiting = any(k.lower() == _WAIT_HEADER_KEY for k, _ in headers)
             remaining = deadline - time.monotonic()
             if not waiting or remaining <= 0.05 or event is None:
-                start = start | {"headers": [(k, v) for k, v in headers if k.lower() != WAIT_HEADER]}
+                start = start | {"headers": [(k, v) for k, v in headers if k.lower() != _WAIT_HEADER_KEY]}
                 for message in (start, *body):
                     await send(message)
                 return

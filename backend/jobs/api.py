@@ -14,14 +14,13 @@ from rest_framework.views import APIView
 
 from backend.audit.actors import actor_from_request
 from backend.audit.services import audit_read, audit_write
+from backend.edge import waiting
+from backend.edge.asgi import body_limit
 from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobOutputSerializer, public_url
 from backend.jobs.services import cancellation, intake
 from backend.jobs.throttling import ClientRateThrottle
-
-# Multipart framing on top of the file itself.
-_MULTIPART_OVERHEAD = 64 * 1024
 
 
 def _content_length(request: Request) -> int:
@@ -49,8 +48,8 @@ class JobCollectionApi(APIView):
     @extend_schema(**schema.UPLOAD)
     def post(self, request: Request) -> Response:
         declared = _content_length(request)
-        if declared > settings.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD:
-            # Refuse before Django spools the body to disk.
+        if declared > body_limit():
+            # Refuse before Django spools the body to disk (the edge has, when it is in front).
             raise errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared})
         uploads = request.FILES.getlist("image")
         if not uploads:
@@ -99,15 +98,12 @@ class JobDetailApi(APIView):
         if wait and (unchanged or job.status not in JobStatus.ended()):
             # The edge (backend/edge/waiting.py) keeps this answer back and asks again when the
             # job ends or the wait runs out; the header never reaches the client.
-            headers[WAIT_HEADER] = f"{job.id} {wait}"
+            headers[waiting.WAIT_HEADER] = f"{job.id} {wait}"
         elif unchanged:
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         body = JobOutputSerializer(job, context={"request": request}).data
         body["queue"] = selectors.queue_standing(job)
         return Response(body, headers=headers)
-
-
-WAIT_HEADER = "X-Cxrq-Wait"
 
 
 def _wait_seconds(request: Request) -> int:

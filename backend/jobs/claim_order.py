@@ -4,11 +4,20 @@ queue (selectors.queue_standing) is counted in it.
 
 STAT before routine (a routine job waiting longer than PRIORITY_PROMOTION_SECONDS counts as
 STAT); within a priority, clients take turns (each job's turn is its rank within its client,
-oldest first); oldest first among equal turns. Parameters, in order: the promotion cut-off,
-the model version, now. Format fields: stat, queued, attempts (a condition on attempts).
+oldest first); oldest first among equal turns. `waiting_cte` is the CTE named `waiting`
+(id, created_at, urgency, turn) over the claimable jobs; `waiting_params` its parameters.
 """
 
-WAITING_CTE = """
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+
+from backend.jobs.models import JobStatus, Priority
+
+_WAITING_CTE = """
 ranked AS (
     SELECT id, client_id, created_at,
            CASE WHEN priority = {stat} OR created_at <= %s THEN {stat} ELSE priority END AS urgency
@@ -22,3 +31,16 @@ waiting AS (
            row_number() OVER (PARTITION BY urgency, client_id ORDER BY created_at) AS turn
     FROM ranked
 )"""
+
+
+def waiting_cte(*, attempts: str = "IS NOT NULL") -> str:
+    """The CTE, for jobs whose `attempts` meets this condition (the claim takes retried jobs
+    apart from fresh ones)."""
+    return _WAITING_CTE.format(stat=int(Priority.STAT), queued=JobStatus.QUEUED, attempts=attempts)
+
+
+def waiting_params(*, model_version: str, now: datetime) -> list:
+    """The CTE's parameters, in order: the promotion cut-off, the model version, now."""
+    promoted_before = now - timedelta(seconds=settings.PRIORITY_PROMOTION_SECONDS)
+    adapt = connection.ops.adapt_datetimefield_value
+    return [adapt(promoted_before), model_version, adapt(now)]

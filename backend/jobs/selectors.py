@@ -7,11 +7,13 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.jobs import errors
+from backend.jobs.claim_order import waiting_cte, waiting_params
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 
 _STATUS_BY_NAME = {s.label.replace(" ", "_"): s.value for s in JobStatus} | {
@@ -135,17 +137,12 @@ def queue_standing(job: Job) -> dict | None:
     of when it will be done from the jobs finished in the last ETA_WINDOW_SECONDS. None for a
     job that is not waiting to be claimed (in progress, ended, or in a retry's backoff).
     One query over the queue (the claim's own ranking), so it is asked for one job at a time."""
-    from django.db import connection
-
-    from backend.jobs.claim_order import WAITING_CTE
-    from backend.jobs.models import Priority
-
     if job.status != JobStatus.QUEUED:
         return None
     now = timezone.now()
     sql = (
         "WITH "
-        + WAITING_CTE.format(stat=int(Priority.STAT), queued=JobStatus.QUEUED, attempts="IS NOT NULL")
+        + waiting_cte()
         + """
 SELECT count(*), (SELECT count(*) FROM waiting WHERE id = %s)
 FROM waiting w JOIN waiting me ON me.id = %s
@@ -153,14 +150,7 @@ WHERE w.urgency < me.urgency
    OR (w.urgency = me.urgency AND (w.turn < me.turn OR (w.turn = me.turn AND w.created_at < me.created_at)))"""
     )
     job_id = Job._meta.pk.get_db_prep_value(job.id, connection)
-    promoted_before = now - timedelta(seconds=settings.PRIORITY_PROMOTION_SECONDS)
-    params = [
-        connection.ops.adapt_datetimefield_value(promoted_before),
-        job.model_version,
-        connection.ops.adapt_datetimefield_value(now),
-        job_id,
-        job_id,
-    ]
+    params = [*waiting_params(model_version=job.model_version, now=now), job_id, job_id]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         ahead, present = cursor.fetchone()

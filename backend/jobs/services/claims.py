@@ -16,9 +16,9 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from backend.jobs.claim_order import WAITING_CTE
+from backend.jobs.claim_order import waiting_cte, waiting_params
 from backend.jobs.dispatch import wake_workers
-from backend.jobs.models import Job, JobResult, JobStatus, Priority, Transition
+from backend.jobs.models import Job, JobResult, JobStatus, Transition
 from backend.jobs.services.transitions import ERROR_CODE_MAX, ERROR_MESSAGE_MAX, to_queue, to_terminal
 
 logger = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ def _db_dt(value) -> Any:
 # skips rows another claimer holds and keeps filling the batch past them. SQLite (the embedded
 # default) has no row locks but runs the statement under its single writer lock; the status
 # guard keeps it exact there too.
-_CLAIM_SQL = (
-    "WITH "
-    + WAITING_CTE
-    + """,
+_PICK_AND_MOVE_SQL = """,
 picked AS (
     SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
     ORDER BY w.urgency, w.turn, w.created_at
@@ -75,7 +72,6 @@ SET status = '{in_progress}', attempts = attempts + 1, started_at = %s,
 WHERE id IN (SELECT id FROM picked) AND status = '{queued}'
 RETURNING id
 """
-)
 
 
 def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> ClaimedBatch:
@@ -91,7 +87,6 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
     batch = ClaimedBatch(batch_id=uuid.uuid4(), claim_token=uuid.uuid4(), worker_id=worker_id)
     lock = "FOR UPDATE OF j SKIP LOCKED" if connection.vendor == "postgresql" else ""
     lease = now + timedelta(seconds=settings.LEASE_SECONDS)
-    promoted_before = now - timedelta(seconds=settings.PRIORITY_PROMOTION_SECONDS)
     params_tail = [
         _db_dt(now),
         worker_id,
@@ -103,15 +98,15 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
         with connection.cursor() as cursor:
             claimed = 0
             for attempts, limit in (("> 0", 1), ("= 0", max_size)):
+                sql = (
+                    "WITH "
+                    + waiting_cte(attempts=attempts)
+                    + _PICK_AND_MOVE_SQL.format(
+                        lock=lock, queued=JobStatus.QUEUED, in_progress=JobStatus.IN_PROGRESS
+                    )
+                )
                 cursor.execute(
-                    _CLAIM_SQL.format(
-                        lock=lock,
-                        attempts=attempts,
-                        queued=JobStatus.QUEUED,
-                        in_progress=JobStatus.IN_PROGRESS,
-                        stat=int(Priority.STAT),
-                    ),
-                    [_db_dt(promoted_before), model_version, _db_dt(now), limit, *params_tail],
+                    sql, [*waiting_params(model_version=model_version, now=now), limit, *params_tail]
                 )
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.

@@ -101,11 +101,11 @@ def to_terminal(
     if status != JobStatus.CANCELLED:
         jobs = jobs.filter(cancel_requested_at__isnull=True)
     # Who is ending, for the clients waiting on them (events.py): read before the move, and
-    # the move limited to exactly these rows.
+    # the move limited to these rows, under the same guard.
     ending = list(jobs.values_list("id", flat=True))
     if not ending:
         return _checked(discarded, expected=expected, transition=transition)
-    jobs = Job.objects.filter(id__in=ending).filter(pk__in=jobs.values("pk"))
+    jobs = jobs.filter(id__in=ending)
     updated = jobs.update(
         status=status,
         finished_at=now or timezone.now(),
