@@ -9,6 +9,8 @@ password hash would add latency to every request and no safety).
 
 from __future__ import annotations
 
+import base64
+import secrets
 import uuid
 
 from django.conf import settings
@@ -32,6 +34,11 @@ def validate_rate(value: str) -> None:
             Rate.parse(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64 (the HMAC key)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class Organisation(models.Model):
@@ -80,6 +87,30 @@ class Client(models.Model):
         help_text="Jobs this client may have waiting at once (429 client_queue_full past it). "
         "Empty: CXRQ_CLIENT_MAX_QUEUED_JOBS; 0: no cap.",
     )
+    webhook_secret = models.CharField(
+        max_length=64,
+        default=new_webhook_secret,
+        help_text="Signs this client's webhooks (HMAC-SHA256, Standard Webhooks). Shown by "
+        "`manage.py webhook_secret CLIENT`; rotated with --rotate.",
+    )
+    webhook_allowed_hosts = models.TextField(
+        blank=True,
+        help_text="Hosts a callback_url may name, one per line: a name (hooks.hospital.example), "
+        "a domain and its subdomains (*.hospital.example), an address or a network (10.20.0.0/16). "
+        "A private, loopback or link-local address is refused unless an address or network "
+        "entry here covers it (backend/webhooks/targets.py).",
+    )
+    image_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days an uploaded image is kept after its job ended. Empty: CXRQ_IMAGE_RETENTION_DAYS.",
+    )
+    result_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days a result is kept after its job ended; then the job becomes a tombstone. "
+        "Empty: CXRQ_RESULT_RETENTION_DAYS.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -95,6 +126,14 @@ class Client(models.Model):
         """This client's rate for `upload` or `read`: its own, else the deployment's default."""
         own = self.upload_rate if scope == "upload" else self.read_rate
         return own or (settings.UPLOAD_RATE if scope == "upload" else settings.READ_RATE)
+
+    @property
+    def image_retention(self) -> int:
+        return settings.IMAGE_RETENTION_DAYS if self.image_retention_days is None else self.image_retention_days
+
+    @property
+    def result_retention(self) -> int:
+        return settings.RESULT_RETENTION_DAYS if self.result_retention_days is None else self.result_retention_days
 
     # DRF treats the authenticated principal as request.user.
     is_authenticated = True

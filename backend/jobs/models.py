@@ -12,6 +12,7 @@ each transition is one guarded UPDATE in backend/jobs/services/:
     QUEUED / IN_PROGRESS --operator_fail (operators.py)--> FAILED
     QUEUED / IN_PROGRESS / FAILED --operator_requeue (operators.py)--> QUEUED
     QUEUED --cancel (cancellation.py)--> CANCELLED
+    QUEUED / SUCCEEDED / FAILED / CANCELLED --delete (deletion.py; retention purge)--> DELETED
     IN_PROGRESS, cancel requested --discard (any move: store, fail, release, retry, reap)--> CANCELLED
 
 A cancel of an in-progress job only marks it (cancel_requested_at): the batch
@@ -38,15 +39,18 @@ class JobStatus(models.TextChoices):
     SUCCEEDED = "SUCCEEDED", "succeeded"
     FAILED = "FAILED", "failed"
     CANCELLED = "CANCELLED", "cancelled"
+    # A tombstone: the client deleted the job, or its result's retention ran out. Its image and
+    # result are gone; the row stays as the record that the job existed and when it went.
+    DELETED = "DELETED", "deleted"
 
     @classmethod
     def ended(cls) -> tuple[JobStatus, ...]:
-        return (cls.SUCCEEDED, cls.FAILED, cls.CANCELLED)
+        return (cls.SUCCEEDED, cls.FAILED, cls.CANCELLED, cls.DELETED)
 
     @classmethod
     def ended_without_result(cls) -> tuple[JobStatus, ...]:
         """Ends that leave no result: such a job does not answer for its bytes (dedup skips it)."""
-        return (cls.FAILED, cls.CANCELLED)
+        return (cls.FAILED, cls.CANCELLED, cls.DELETED)
 
 
 class Priority(models.IntegerChoices):
@@ -79,6 +83,7 @@ class Transition(models.TextChoices):
     OPERATOR_FAIL = "operator_fail"
     CANCEL = "cancel"
     DISCARD = "discard"
+    DELETE = "delete"
 
     @classmethod
     def requeues(cls) -> tuple[Transition, ...]:
@@ -123,6 +128,13 @@ class Job(models.Model):
         blank=True,
         help_text="The client asked to cancel this job while it ran; it ends CANCELLED.",
     )
+    # The X-Request-ID of the upload that created the job: the worker's log lines for it carry it.
+    request_id = models.CharField(max_length=64, blank=True)
+    # Where its end is announced (backend/webhooks/), checked against the client's allow-list.
+    callback_url = models.CharField(max_length=2048, blank=True)
+    # Retention (services/deletion.py): when the stored image went, and when the job became a tombstone.
+    image_deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -134,7 +146,7 @@ class Job(models.Model):
             # record and do not block a new attempt for the same bytes.
             models.UniqueConstraint(
                 fields=["client", "sha256", "model_version"],
-                condition=~Q(status__in=["FAILED", "CANCELLED"]),
+                condition=~Q(status__in=["FAILED", "CANCELLED", "DELETED"]),
                 name="job_unique_live_client_sha256_model",
             ),
             models.CheckConstraint(
@@ -169,6 +181,27 @@ class JobResult(models.Model):
 
     def __str__(self) -> str:
         return f"result of {self.job_id}"
+
+
+class UploadBatch(models.Model):
+    """Several images sent in one request (POST /api/v1/batches). Each image has its own
+    outcome, in the order sent: a job (new or deduplicated) or the error that refused it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey("clients.Client", on_delete=models.PROTECT, related_name="upload_batches")
+    created_at = models.DateTimeField(auto_now_add=True)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.ROUTINE)
+    callback_url = models.CharField(max_length=2048, blank=True)
+    # [{"index", "filename", "job_id"} | {"index", "filename", "error": {"code", "message"}}]
+    items = models.JSONField(default=list)
+    jobs = models.ManyToManyField(Job, related_name="upload_batches", blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["client", "-created_at"], name="batch_client_created_idx")]
+
+    def __str__(self) -> str:
+        return str(self.id)
 
 
 class IdempotencyKey(models.Model):

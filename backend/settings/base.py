@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "backend.clients",
     "backend.jobs",
     "backend.audit",
+    "backend.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -143,7 +144,7 @@ FILE_UPLOAD_HANDLERS = [
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # An upload is one image: a few file parts are already an error (400 multiple_images or
 # too_many_files), and a thousand form fields or query parameters are 400 too_many_fields.
-DATA_UPLOAD_MAX_NUMBER_FILES = 4
+DATA_UPLOAD_MAX_NUMBER_FILES = env.int("CXRQ_BATCH_MAX_IMAGES", default=64) + 4
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 REST_FRAMEWORK = {
@@ -270,6 +271,35 @@ PUBLIC_URL = env.str("CXRQ_PUBLIC_URL", default="").rstrip("/")
 PRIORITY_PROMOTION_SECONDS = env.int("CXRQ_PRIORITY_PROMOTION_SECONDS", default=300)
 # A queued job's ETA divides its place in the queue by the jobs finished in this window.
 ETA_WINDOW_SECONDS = env.int("CXRQ_ETA_WINDOW_SECONDS", default=300)
+
+# --- Retention (backend/jobs/services/deletion.py; `manage.py purge_expired`, and the dispatcher's
+# schedule): days after a job ended. A client's own image/result_retention_days override these;
+# 0: kept until deleted.
+IMAGE_RETENTION_DAYS = env.int("CXRQ_IMAGE_RETENTION_DAYS", default=30)
+RESULT_RETENTION_DAYS = env.int("CXRQ_RESULT_RETENTION_DAYS", default=365)
+# How often the dispatcher runs the purge, in seconds.
+PURGE_INTERVAL_SECONDS = env.int("CXRQ_PURGE_INTERVAL_SECONDS", default=3600)
+
+# --- Webhooks (backend/webhooks/, docs/api.md#webhooks) ---
+# Only https callback URLs (production turns this on); loopback hosts allowed for every client
+# with no allow-list entry (development turns this on, so a local receiver works at once).
+WEBHOOK_REQUIRE_HTTPS = env.bool("CXRQ_WEBHOOK_REQUIRE_HTTPS", default=False)
+WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=False)
+# One attempt's whole deadline (connect, send, answer), in seconds.
+WEBHOOK_TIMEOUT_SECONDS = env.float("CXRQ_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Retries: the first after RETRY_BASE seconds, each next one twice as late (at most RETRY_MAX),
+# with +-10% jitter; no attempt starts later than GIVE_UP seconds after the job ended.
+WEBHOOK_RETRY_BASE_SECONDS = env.float("CXRQ_WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("CXRQ_WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_GIVE_UP_SECONDS = env.float("CXRQ_WEBHOOK_GIVE_UP_SECONDS", default=86400.0)
+# The dispatcher's Celery queue and its threads (each delivery waits on the network, not the CPU).
+WEBHOOK_QUEUE = env.str("CXRQ_WEBHOOK_QUEUE", default="cxrq-webhooks")
+WEBHOOK_THREADS = env.int("CXRQ_WEBHOOK_THREADS", default=8)
+# Deliveries due this long without an attempt (a lost message, a dispatcher restart) are sent again.
+WEBHOOK_SWEEP_SECONDS = env.float("CXRQ_WEBHOOK_SWEEP_SECONDS", default=30.0)
+
+# Images in one POST /api/v1/batches.
+BATCH_MAX_IMAGES = env.int("CXRQ_BATCH_MAX_IMAGES", default=64)
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)

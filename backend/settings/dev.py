@@ -7,3 +7,5 @@ from .base import VAR_DIR, env
 # paths, settings and versions); `make run DJANGO_DEBUG=true` opts in, on your own machine.
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+# A receiver on this machine (http://127.0.0.1:9000/hook) works for every client at once.
+WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=True)

@@ -54,3 +54,6 @@ X_FRAME_OPTIONS = "DENY"
 # Checks that do not apply, with why: HSTS preload is a commitment for the whole domain, the
 # operator's to make (DJANGO_SECURE_HSTS_PRELOAD).
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Callbacks over https only; a loopback target only where an allow-list names it.
+WEBHOOK_REQUIRE_HTTPS = env.bool("CXRQ_WEBHOOK_REQUIRE_HTTPS", default=True)
+WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=False)

@@ -19,3 +19,6 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so a worker process the test starts can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_RUN_DIR / "test_cxrq.sqlite3")}
+
+# Tests run real receivers on 127.0.0.1, as development does.
+WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=True)

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backend.clients.models import Client
+from backend.core.logging import request_id_var
 from backend.jobs import errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
@@ -143,6 +144,7 @@ def _create_or_dedup(
         image_format=info.image_format,
         size_bytes=len(data),
         acquisition=info.acquisition,
+        request_id=_request_id(),
     )
     if shared is not None:
         job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, timezone.now(), timezone.now()
@@ -178,6 +180,12 @@ def _create_or_dedup(
         shared is not None,
     )
     return JobCreateOutcome(job=job, deduplicated=shared is not None)
+
+
+def _request_id() -> str:
+    """The X-Request-ID of the upload in hand (RequestIdMiddleware), for the worker's log lines."""
+    value = request_id_var.get()
+    return "" if value == "-" else value
 
 
 def _check_backpressure(client: Client) -> None:
