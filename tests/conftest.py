@@ -122,11 +122,24 @@ def model_worker(runtime):
 
 
 class WorkerProcess:
-    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None, concurrency: int = 1):
+    """A real Celery worker: the inference worker, or (argv given) the dispatcher."""
+
+    ready_marker = "event=worker_started"
+
+    def __init__(
+        self,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        concurrency: int = 1,
+        argv: list[str] | None = None,
+    ):
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        if argv is not None:
+            self.ready_marker = "ready"
         self.proc = subprocess.Popen(
-            celery_worker_argv(name=f"test-{os.getpid()}-{time.monotonic_ns()}", concurrency=concurrency),
+            argv
+            or celery_worker_argv(name=f"test-{os.getpid()}-{time.monotonic_ns()}", concurrency=concurrency),
             cwd=ROOT,
             env=process_env(extra_env),
             stdout=self._log,
@@ -141,7 +154,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "event=worker_started" in self.log and "ready" in self.log:
+            if self.ready_marker in self.log and "ready" in self.log:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log[-4000:]}")
@@ -173,6 +186,25 @@ def start_worker(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
         w.stop()
 
 
+@pytest.fixture
+def start_dispatcher(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+    """The real dispatcher (`manage.py run_dispatcher`: webhooks, sweep, purge) on the test's queue."""
+    from backend.webhooks.management.commands.run_dispatcher import dispatcher_argv
+
+    started: list[WorkerProcess] = []
+
+    def start(extra_env: dict[str, str] | None = None, beat: bool = False) -> WorkerProcess:
+        # Its settings (queue, timeouts) come from the environment it is started with.
+        env = {"DJANGO_SETTINGS_MODULE": "backend.settings.test", **(extra_env or {})}
+        d = WorkerProcess(tmp_path / f"dispatcher-{len(started)}.log", env, argv=dispatcher_argv(beat=beat))
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cleanup_run_dir():
     yield
@@ -180,6 +212,7 @@ def _cleanup_run_dir():
         import redis
 
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        for key in client.scan_iter(f"{settings.CELERY_TASK_DEFAULT_QUEUE}*"):
-            client.delete(key)
+        for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.WEBHOOK_QUEUE):
+            for key in client.scan_iter(f"{queue}*"):
+                client.delete(key)
     shutil.rmtree(settings.TEST_RUN_DIR, ignore_errors=True)

@@ -31,6 +31,8 @@ def _choose() -> tuple[str, str]:
     os.environ.setdefault("CXRQ_MEDIA_ROOT", str(Path(run_dir) / "media"))
     os.environ.setdefault("CXRQ_BROKER_DIR", str(Path(run_dir) / "broker"))
     os.environ.setdefault("CXRQ_QUEUE", f"cxrq-test-{os.getpid()}")
+    os.environ.setdefault("CXRQ_WEBHOOK_QUEUE", f"cxrq-webhooks-test-{os.getpid()}")
+    os.environ.setdefault("CXRQ_DISPATCHER_SCHEDULE_FILE", str(Path(run_dir) / "dispatcher-schedule"))
 
     if os.environ.get("DATABASE_URL"):
         database = "DATABASE_URL"

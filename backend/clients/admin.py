@@ -29,7 +29,16 @@ class ClientAdmin(admin.ModelAdmin):
     list_display = ("name", "organisation", "upload_rate", "read_rate", "max_queued_jobs", "created_at")
     list_filter = ("organisation",)
     search_fields = ("name", "=id")
-    fields = ("name", "organisation", "upload_rate", "read_rate", "max_queued_jobs")
+    fields = (
+        "name",
+        "organisation",
+        "upload_rate",
+        "read_rate",
+        "max_queued_jobs",
+        "webhook_allowed_hosts",
+        "image_retention_days",
+        "result_retention_days",
+    )
     inlines = (ApiKeyInline,)
 
 

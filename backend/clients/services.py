@@ -11,7 +11,7 @@ from pathlib import Path
 from django.db import transaction
 
 from backend.clients import selectors
-from backend.clients.models import ApiKey, Client, Scope
+from backend.clients.models import ApiKey, Client, Scope, new_webhook_secret
 from backend.core.exceptions import ApplicationError
 
 
@@ -49,6 +49,13 @@ def api_key_create(
 def api_key_revoke(*, client: Client, prefix: str) -> bool:
     """Revoke one of this client's keys (for good). False when it has no such live key."""
     return ApiKey.objects.filter(client=client, prefix=prefix, revoked=False).update(revoked=True) == 1
+
+
+def webhook_secret_rotate(*, client: Client) -> str:
+    """A new signing secret for the client's webhooks; deliveries signed from now on use it."""
+    client.webhook_secret = new_webhook_secret()
+    client.save(update_fields=["webhook_secret"])
+    return client.webhook_secret
 
 
 def development_key(*, path: Path) -> str:

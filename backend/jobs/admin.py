@@ -12,6 +12,7 @@ from backend.audit.services import audit_write
 from backend.jobs import selectors
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 from backend.jobs.services import operators
+from backend.webhooks.admin import WebhookDeliveryInline
 
 
 class JobResultInline(admin.StackedInline):
@@ -66,7 +67,7 @@ class JobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     list_per_page = 100
-    inlines = (JobResultInline,)
+    inlines = (JobResultInline, WebhookDeliveryInline)
     readonly_fields = [f.name for f in Job._meta.fields]
 
     def get_search_results(self, request, queryset, search_term):

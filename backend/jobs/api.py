@@ -18,7 +18,7 @@ from backend.edge import waiting
 from backend.edge.asgi import body_limit
 from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
-from backend.jobs.serializers import JobOutputSerializer, public_url
+from backend.jobs.serializers import JobDetailSerializer, JobOutputSerializer, public_url
 from backend.jobs.services import cancellation, intake
 from backend.jobs.throttling import ClientRateThrottle
 
@@ -64,6 +64,7 @@ class JobCollectionApi(APIView):
             content_type=upload.content_type or "",
             idempotency_key=request.headers.get("Idempotency-Key"),
             priority=request.data.get("priority"),
+            callback_url=request.data.get("callback_url"),
         )
         job = outcome.job
         action = "job.deduplicated" if outcome.deduplicated else "job.created"
@@ -90,7 +91,7 @@ class JobDetailApi(APIView):
     @extend_schema(**schema.DETAIL)
     def get(self, request: Request, job_id: str) -> Response:
         wait = _wait_seconds(request)
-        job = selectors.job_get(client=request.user, job_id=job_id)
+        job = selectors.job_get(client=request.user, job_id=job_id, with_webhooks=True)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)
         etag = job_etag(job)
         unchanged = etag in _if_none_match(request)
@@ -101,7 +102,7 @@ class JobDetailApi(APIView):
             headers[waiting.WAIT_HEADER] = f"{job.id} {wait}"
         elif unchanged:
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
-        body = JobOutputSerializer(job, context={"request": request}).data
+        body = JobDetailSerializer(job, context={"request": request}).data
         body["queue"] = selectors.queue_standing(job)
         return Response(body, headers=headers)
 
@@ -120,8 +121,21 @@ def _if_none_match(request: Request) -> set[str]:
 
 
 def job_etag(job) -> str:
-    """Changes whenever the job's JSON can: its status, attempts, times, cancel mark, priority."""
-    parts = (job.status, job.attempts, job.started_at, job.finished_at, job.cancel_requested_at, job.priority)
+    """Changes whenever the job's JSON can: its status, attempts, times, cancel mark, priority,
+    callback and its deliveries' progress (prefetched by job_get(with_webhooks=True))."""
+    deliveries = [(d.id, d.status, d.attempts) for d in job.webhook_deliveries.all()] if job.callback_url else []
+    parts = (
+        job.status,
+        job.attempts,
+        job.started_at,
+        job.finished_at,
+        job.cancel_requested_at,
+        job.priority,
+        job.callback_url,
+        job.deleted_at,
+        job.image_deleted_at,
+        deliveries,
+    )
     return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:20]}"'
 
 

@@ -190,3 +190,44 @@ class InvalidWait(ApplicationError):
     code = "invalid_wait"
     status_code = 400
     default_message = "wait must be a whole number of seconds, at most the configured maximum."
+
+
+class InvalidCallbackUrl(ApplicationError):
+    code = "invalid_callback_url"
+    status_code = 400
+    default_message = "callback_url must be an absolute http(s) URL with a host, no user name or password."
+
+
+class CallbackUrlHttpsRequired(ApplicationError):
+    code = "callback_url_https_required"
+    status_code = 400
+    default_message = "callback_url must use https here."
+
+
+class CallbackUrlNotAllowed(ApplicationError):
+    code = "callback_url_not_allowed"
+    status_code = 400
+    default_message = "callback_url's host is not on this client's webhook allow-list (ask the operator)."
+
+
+class JobInProgress(ApplicationError):
+    code = "job_in_progress"
+    status_code = 409
+    default_message = "The job is being analysed: cancel it, then delete it once it has ended."
+
+
+class MissingImages(ApplicationError):
+    code = "missing_images"
+    status_code = 400
+    default_message = "Send the images as multipart/form-data, the field 'images' once per image."
+
+
+class TooManyImages(ApplicationError):
+    code = "too_many_images"
+    status_code = 400
+    default_message = "Too many images in one batch."
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+    default_message = "No batch with this id."

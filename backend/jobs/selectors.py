@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from backend.clients.models import Client
@@ -21,8 +21,9 @@ _STATUS_BY_NAME = {s.label.replace(" ", "_"): s.value for s in JobStatus} | {
 }
 
 
-def job_get(*, client: Client, job_id: str | uuid.UUID) -> Job:
-    """The client's job. Another client's job is not found, exactly like an unknown id."""
+def job_get(*, client: Client, job_id: str | uuid.UUID, with_webhooks: bool = False) -> Job:
+    """The client's job. Another client's job is not found, exactly like an unknown id.
+    with_webhooks: its deliveries and their attempts too (two queries, only when it has a callback)."""
     try:
         key = uuid.UUID(str(job_id))
     except ValueError as exc:
@@ -30,6 +31,8 @@ def job_get(*, client: Client, job_id: str | uuid.UUID) -> Job:
     job = Job.objects.select_related("result").filter(client=client, id=key).first()
     if job is None:
         raise errors.JobNotFound()
+    if with_webhooks and job.callback_url:
+        prefetch_related_objects([job], "webhook_deliveries__attempt_log")
     return job
 
 

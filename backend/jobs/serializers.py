@@ -64,6 +64,7 @@ class JobOutputSerializer(serializers.Serializer):
     cancel_requested_at = serializers.DateTimeField(
         help_text="When the client asked to cancel this job while it ran; it ends cancelled."
     )
+    callback_url = serializers.CharField(help_text="Where this job's end is announced (a webhook); empty: none.")
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
 
@@ -116,3 +117,34 @@ class JobOutputSerializer(serializers.Serializer):
             "provenance": _only(result.provenance, CLIENT_PROVENANCE),
             "timings": _only(result.timings, CLIENT_TIMINGS),
         }
+
+
+class WebhookAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    duration_ms = serializers.FloatField()
+    response_code = serializers.IntegerField(allow_null=True, help_text="The receiver's HTTP status; null: none.")
+    error = serializers.CharField(help_text="timeout, connect_error, dns_error, http_500, refused: ...")
+
+
+class WebhookDeliverySerializer(serializers.Serializer):
+    id = serializers.UUIDField(help_text="Sent as the webhook-id header, the same on every attempt.")
+    event = serializers.CharField(help_text="job.succeeded, job.failed or job.cancelled")
+    url = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", "delivered", "gave_up", "refused"])
+    created_at = serializers.DateTimeField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    attempts = WebhookAttemptSerializer(many=True, source="attempt_log.all")
+
+
+class JobDetailSerializer(JobOutputSerializer):
+    """One job as GET /jobs/{id} shows it: with its webhook deliveries and their attempts."""
+
+    webhooks = serializers.SerializerMethodField()
+
+    @extend_schema_field(WebhookDeliverySerializer(many=True))
+    def get_webhooks(self, job: Job) -> list[dict]:
+        if not job.callback_url:  # no callback, no deliveries: no query either
+            return []
+        return WebhookDeliverySerializer(job.webhook_deliveries.all(), many=True).data

@@ -295,6 +295,8 @@ WEBHOOK_GIVE_UP_SECONDS = env.float("CXRQ_WEBHOOK_GIVE_UP_SECONDS", default=8640
 # The dispatcher's Celery queue and its threads (each delivery waits on the network, not the CPU).
 WEBHOOK_QUEUE = env.str("CXRQ_WEBHOOK_QUEUE", default="cxrq-webhooks")
 WEBHOOK_THREADS = env.int("CXRQ_WEBHOOK_THREADS", default=8)
+# The dispatcher's schedule state (celery beat), kept across restarts.
+DISPATCHER_SCHEDULE_FILE = Path(env.str("CXRQ_DISPATCHER_SCHEDULE_FILE", default=str(VAR_DIR / "dispatcher-schedule")))
 # Deliveries due this long without an attempt (a lost message, a dispatcher restart) are sent again.
 WEBHOOK_SWEEP_SECONDS = env.float("CXRQ_WEBHOOK_SWEEP_SECONDS", default=30.0)
 

@@ -52,7 +52,9 @@ class WebhookAttempt(models.Model):
     started_at = models.DateTimeField()
     duration_ms = models.FloatField()
     response_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    error = models.CharField(max_length=255, blank=True, help_text="timeout, connection_refused, http_500, ...")
+    error = models.CharField(
+        max_length=255, blank=True, help_text="timeout, connection_refused, http_500, ..."
+    )
 
     class Meta:
         ordering = ["delivery", "number"]

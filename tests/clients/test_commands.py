@@ -93,3 +93,15 @@ def test_no_key_appears_in_a_full_database_dump_or_the_logs(anonymous_api, caplo
     for key in keys:
         secret = key.partition(".")[2]
         assert secret not in dump and secret not in caplog.text
+
+
+def test_webhook_secret_prints_the_signing_secret_and_rotates_it():
+    client, _ = services.client_create(name="st-mary")
+    secret = _run("webhook_secret", "st-mary")[-1]
+    assert secret == client.webhook_secret and secret.startswith("whsec_")
+    rotated = _run("webhook_secret", "st-mary", "--rotate")[-1]
+    client.refresh_from_db()
+    assert rotated == client.webhook_secret != secret
+    assert services.client_create(name="st-john")[0].webhook_secret not in (secret, rotated)  # each its own
+    with pytest.raises(CommandError):
+        _run("webhook_secret", "nobody")

@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -271,5 +272,9 @@ def test_two_images_in_one_upload_are_refused_not_one_silently_used(api):
 
 def test_django_request_limits_are_4xx_in_the_error_shape(api):
     assert_error(api.get("/api/v1/jobs?" + "&".join(f"p{i}=1" for i in range(1001))), 400, "too_many_fields")
-    files = {f"f{i}": SimpleUploadedFile(f"{i}.png", png_bytes(seed=i)) for i in range(5)}
+    # A batch may carry BATCH_MAX_IMAGES files; Django refuses a request with more parts than that.
+    files = {
+        f"f{i}": SimpleUploadedFile(f"{i}.png", b"x")
+        for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)
+    }
     assert_error(api.post("/api/v1/jobs", files, format="multipart"), 400, "too_many_files")

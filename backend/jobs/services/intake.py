@@ -22,6 +22,8 @@ from backend.jobs import errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Priority
+from backend.webhooks import services as webhooks
+from backend.webhooks import targets
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +42,14 @@ def job_create(
     content_type: str = "",
     idempotency_key: str | None = None,
     priority: str | None = None,
+    callback_url: str | None = None,
 ) -> JobCreateOutcome:
     """Create the client's job for an upload, or return its live job for the same bytes and model.
 
     With an Idempotency-Key, a replay returns the job the key first answered
     with, and the key with different bytes is refused (409).
     """
-    try:
-        urgency = Priority.parse(priority)
-    except ValueError:
-        raise errors.InvalidPriority(details={"priority": str(priority)[:32]}) from None
+    urgency, callback = upload_options(client=client, priority=priority, callback_url=callback_url)
     data = images.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
     sha256 = images.sha256_of(data)
 
@@ -61,6 +61,7 @@ def job_create(
             original_filename=original_filename,
             content_type=content_type,
             priority=urgency,
+            callback_url=callback,
         )
 
     if not idempotency_key:
@@ -82,6 +83,18 @@ def job_create(
         job=outcome.job
     )
     return outcome
+
+
+def upload_options(*, client: Client, priority: str | None, callback_url: str | None) -> tuple[Priority, str]:
+    """The priority and callback_url form fields, checked (400 with a code when wrong)."""
+    try:
+        urgency = Priority.parse(priority)
+    except ValueError:
+        raise errors.InvalidPriority(details={"priority": str(priority)[:32]}) from None
+    callback = ""
+    if callback_url:
+        callback = targets.check_callback_url(callback_url, allowed_hosts=client.webhook_allowed_hosts)
+    return urgency, callback
 
 
 def _claim_idempotency_key(*, client: Client, key: str, sha256: str) -> tuple[Job | None, bool]:
@@ -111,15 +124,12 @@ def _create_or_dedup(
     original_filename: str,
     content_type: str,
     priority: Priority = Priority.ROUTINE,
+    callback_url: str = "",
 ) -> JobCreateOutcome:
     model_version = current_model_version()
     existing = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
     if existing is not None:
-        if priority < existing.priority and existing.status == JobStatus.QUEUED:
-            # The same image sent again as STAT while it waits as routine: it moves up.
-            Job.objects.filter(id=existing.id, status=JobStatus.QUEUED).update(priority=priority)
-            existing.refresh_from_db()
-        return JobCreateOutcome(job=existing, deduplicated=True)
+        return JobCreateOutcome(job=_sent_again(existing, priority, callback_url), deduplicated=True)
 
     # An organisation that shares its cache answers from a member's result: no inference, so
     # no backpressure either. The new job is this client's own; nothing names the other's.
@@ -145,6 +155,7 @@ def _create_or_dedup(
         size_bytes=len(data),
         acquisition=info.acquisition,
         request_id=_request_id(),
+        callback_url=callback_url,
     )
     if shared is not None:
         job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, timezone.now(), timezone.now()
@@ -161,6 +172,7 @@ def _create_or_dedup(
                     provenance=shared.provenance | {"answered_from": "organisation_cache"},
                     timings={},
                 )
+                webhooks.schedule([(job.id, callback_url)], status=job.status)
     except IntegrityError:
         job.upload.delete(save=False)
         winner = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
@@ -180,6 +192,25 @@ def _create_or_dedup(
         shared is not None,
     )
     return JobCreateOutcome(job=job, deduplicated=shared is not None)
+
+
+def _sent_again(existing: Job, priority: Priority, callback_url: str) -> Job:
+    """The client's live job for these bytes, sent again: a STAT send moves a queued routine job
+    up; a callback_url replaces the job's (the latest send's wins), or, on a job that has already
+    ended, is told at once."""
+    live = Job.objects.filter(id=existing.id, status__in=[JobStatus.QUEUED, JobStatus.IN_PROGRESS])
+    moved_up = priority < existing.priority and live.filter(status=JobStatus.QUEUED).update(priority=priority)
+    new_callback = callback_url and callback_url != existing.callback_url
+    if new_callback:
+        with transaction.atomic():
+            if not live.update(callback_url=callback_url):
+                # Ended already (or ending right now: then its end has its own delivery too).
+                Job.objects.filter(id=existing.id).update(callback_url=callback_url)
+                existing.refresh_from_db()
+                webhooks.redeliver_for(existing, callback_url)
+    if moved_up or new_callback:
+        existing.refresh_from_db()
+    return existing
 
 
 def _request_id() -> str:

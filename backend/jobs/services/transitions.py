@@ -22,11 +22,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from backend.jobs.events import announce_ended
 from backend.jobs.models import Job, JobStatus, Transition
+from backend.webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -102,17 +104,25 @@ def to_terminal(
         jobs = jobs.filter(cancel_requested_at__isnull=True)
     # Who is ending, for the clients waiting on them (events.py): read before the move, and
     # the move limited to these rows, under the same guard.
-    ending = list(jobs.values_list("id", flat=True))
+    ending = dict(jobs.values_list("id", "callback_url"))
     if not ending:
         return _checked(discarded, expected=expected, transition=transition)
-    jobs = jobs.filter(id__in=ending)
-    updated = jobs.update(
-        status=status,
-        finished_at=now or timezone.now(),
-        error_code=error_code[:ERROR_CODE_MAX],
-        error_message=error_message[:ERROR_MESSAGE_MAX],
-        **_RELEASED,
-        **fields,
-    )
+    jobs = jobs.filter(id__in=list(ending))
+    with transaction.atomic():  # the move and its webhook deliveries, or neither
+        updated = jobs.update(
+            status=status,
+            finished_at=now or timezone.now(),
+            error_code=error_code[:ERROR_CODE_MAX],
+            error_message=error_message[:ERROR_MESSAGE_MAX],
+            **_RELEASED,
+            **fields,
+        )
+        callbacks = {job_id: url for job_id, url in ending.items() if url}
+        if callbacks and updated < len(ending):
+            # Somebody moved one of them between the read and the move: announce only ours.
+            moved = Job.objects.filter(id__in=list(callbacks), status=status).values_list("id", flat=True)
+            callbacks = {job_id: callbacks[job_id] for job_id in moved}
+        # The deliveries are rows in this transaction; the network comes after it, elsewhere.
+        webhooks.schedule(callbacks.items(), status=status)
     announce_ended(ending)  # after the move: at commit inside a transaction, at once outside
     return _checked(updated + discarded, expected=expected, transition=transition)

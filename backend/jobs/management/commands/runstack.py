@@ -1,4 +1,4 @@
-"""`make run`: the API and one worker in one command, on whatever settings say.
+"""`make run`: the API, one worker and the dispatcher (webhooks, purge) in one command, on whatever settings say.
 
 With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + kombu's filesystem
 transport: no services needed. Ctrl-C stops both.
@@ -20,7 +20,7 @@ from backend.edge.server import server_argv
 
 
 class Command(BaseCommand):
-    help = "Serve the API on 127.0.0.1:PORT with one Celery worker (development)."
+    help = "Serve the API on 127.0.0.1:PORT with one worker and the dispatcher (development)."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -54,25 +54,29 @@ class Command(BaseCommand):
                 ]
             )
         )
+        # CXRQ_PUBLIC_URL defaults to the address printed above (the web's links, the webhooks').
+        env = os.environ | {"CXRQ_PUBLIC_URL": os.environ.get("CXRQ_PUBLIC_URL", base)}
         # The worker runs as its own process (`python -m worker`); the backend imports nothing of it.
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
+        # The dispatcher: webhook deliveries, the overdue-delivery sweep and the retention purge.
+        dispatcher = subprocess.Popen([sys.executable, "manage.py", "run_dispatcher"], env=env)
         # The production server (backend/edge/server.py), not runserver: the same deadlines,
         # limits and error pages a deployment has. CXRQ_WEB_WORKERS processes (default: one per
-        # core, at most 4); CXRQ_PUBLIC_URL defaults to the address printed above.
-        env = os.environ | {"CXRQ_PUBLIC_URL": os.environ.get("CXRQ_PUBLIC_URL", base)}
+        # core, at most 4).
         web = subprocess.Popen(server_argv(f"{host}:{port}"), env=env)
+        processes = (web, worker, dispatcher)
         stop = _Stop()
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while not stop.signalled and web.poll() is None and worker.poll() is None:
+            while not stop.signalled and all(proc.poll() is None for proc in processes):
                 time.sleep(0.2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for proc in (web, worker):
+            for proc in processes:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in (web, worker):
+            for proc in processes:
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
