@@ -26,6 +26,11 @@ app.conf.beat_schedule = {
         "schedule": settings.WEBHOOK_SWEEP_SECONDS,
         "options": {"queue": settings.WEBHOOK_QUEUE, "expires": settings.WEBHOOK_SWEEP_SECONDS},
     },
+    "purge-expired": {
+        "task": tasks.PURGE_TASK,
+        "schedule": float(settings.PURGE_INTERVAL_SECONDS),
+        "options": {"queue": settings.WEBHOOK_QUEUE, "expires": float(settings.PURGE_INTERVAL_SECONDS)},
+    },
 }
 
 __all__ = ["app"]

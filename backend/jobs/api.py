@@ -19,7 +19,7 @@ from backend.edge.asgi import body_limit
 from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import JobDetailSerializer, JobOutputSerializer, public_url
-from backend.jobs.services import cancellation, intake
+from backend.jobs.services import cancellation, deletion, intake
 from backend.jobs.throttling import ClientRateThrottle
 
 
@@ -105,6 +105,13 @@ class JobDetailApi(APIView):
         body = JobDetailSerializer(job, context={"request": request}).data
         body["queue"] = selectors.queue_standing(job)
         return Response(body, headers=headers)
+
+
+    @extend_schema(**schema.DELETE)
+    def delete(self, request: Request, job_id: str) -> Response:
+        job = deletion.job_delete(client=request.user, job_id=job_id)
+        audit_write(actor=actor_from_request(request), action="job.deleted", job_ids=[job.id])
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
 
 
 def _wait_seconds(request: Request) -> int:

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from backend.jobs.model_identity import LABELS
 from backend.jobs.models import JobStatus
-from backend.jobs.serializers import JobOutputSerializer
+from backend.jobs.serializers import JobDetailSerializer, JobOutputSerializer
 
 # A job's status as the API spells it (lower case); named once for the schema's enum.
 JOB_STATUSES = [s.value.lower() for s in JobStatus]
@@ -51,7 +51,7 @@ class JobCreated(JobOutputSerializer):
     )
 
 
-class JobDetail(JobOutputSerializer):
+class JobDetail(JobDetailSerializer):
     queue = inline_serializer(
         "QueueStanding",
         {
@@ -109,6 +109,9 @@ _SUCCEEDED = {
     "finished_at": "2026-12-03T08:29:52.347Z",
     "attempts": 1,
     "cancel_requested_at": None,
+    "image_deleted_at": None,
+    "deleted_at": None,
+    "callback_url": "https://ris.hospital.example/cxrq/hooks",
     "error": None,
     "result": {
         "probabilities": dict.fromkeys(LABELS, 0.5),
@@ -130,6 +133,15 @@ _QUEUED = _SUCCEEDED | {
     "result": None,
 }
 
+CALLBACK_URL_FIELD = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": 2048,
+    "description": "Where the job's end is POSTed (a signed webhook: docs/api.md#webhooks). Its host must "
+    "be on the client's allow-list (loopback is free in development); https in production.",
+}
+CALLBACK_ERRORS = ("invalid_callback_url", "callback_url_not_allowed", "callback_url_https_required")
+
 UPLOAD = {
     "operation_id": "jobs_create",
     "summary": "Upload a chest X-ray (PNG, JPEG or DICOM): a job, or the cached result",
@@ -146,6 +158,7 @@ UPLOAD = {
                     "holds within each); a routine job waiting over CXRQ_PRIORITY_PROMOTION_SECONDS "
                     "(300) counts as stat.",
                 },
+                "callback_url": CALLBACK_URL_FIELD,
             },
             "required": ["image"],
         }
@@ -181,6 +194,7 @@ UPLOAD = {
             "trailing_data",
             "invalid_idempotency_key",
             "invalid_priority",
+            *CALLBACK_ERRORS,
             "invalid_content_length",
             "too_many_files",
             "too_many_fields",
@@ -228,9 +242,36 @@ LIST = {
             ],
         ),
         400: _error("Unknown filter.", "invalid_filter"),
+        404: _error("No such page (past the last, or not a page number).", "not_found"),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },
+}
+
+_DELIVERY = {
+    "id": "0b8d2c1e-7f3a-4c55-9e0d-2a6b1f4c9d21",
+    "event": "job.succeeded",
+    "url": "https://ris.hospital.example/cxrq/hooks",
+    "status": "delivered",
+    "created_at": "2026-12-03T08:29:52.350Z",
+    "next_attempt_at": None,
+    "finished_at": "2026-12-03T08:29:57.612Z",
+    "attempts": [
+        {
+            "number": 1,
+            "started_at": "2026-12-03T08:29:52.401Z",
+            "duration_ms": 31.2,
+            "response_code": 503,
+            "error": "http_503",
+        },
+        {
+            "number": 2,
+            "started_at": "2026-12-03T08:29:57.580Z",
+            "duration_ms": 28.7,
+            "response_code": 200,
+            "error": "",
+        },
+    ],
 }
 
 DETAIL = {
@@ -253,15 +294,23 @@ DETAIL = {
         200: OpenApiResponse(
             JobDetail,
             examples=[
-                OpenApiExample("succeeded", value=_SUCCEEDED | {"queue": None}, response_only=True),
+                OpenApiExample(
+                    "succeeded",
+                    value=_SUCCEEDED | {"queue": None, "webhooks": [_DELIVERY]},
+                    response_only=True,
+                ),
                 OpenApiExample(
                     "queued",
                     value=_QUEUED
-                    | {"queue": {"jobs_ahead": 12, "finished_per_second": 4.2, "eta_seconds": 3.1}},
+                    | {
+                        "queue": {"jobs_ahead": 12, "finished_per_second": 4.2, "eta_seconds": 3.1},
+                        "webhooks": [],
+                    },
                     response_only=True,
                 ),
             ],
         ),
+        400: _error("`wait` is not a whole number of seconds up to the maximum.", "invalid_wait"),
         404: _error(
             "No such job for this client (another client's id is answered the same way).", "job_not_found"
         ),
@@ -338,6 +387,33 @@ CANCEL = {
         ),
         404: _error("No such job for this client.", "job_not_found"),
         409: _error("The job has already ended (succeeded or failed).", "job_not_cancellable"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+_DELETED = _SUCCEEDED | {
+    "status": "deleted",
+    "deleted_at": "2026-12-04T10:00:00.000Z",
+    "image_deleted_at": "2026-12-04T10:00:00.000Z",
+    "acquisition": {},
+    "result": None,
+}
+
+DELETE = {
+    "operation_id": "jobs_delete",
+    "summary": "Delete one of the caller's jobs: its image and result, now",
+    "description": "The job stays as a tombstone (`deleted`, `deleted_at`): its image, result, "
+    "acquisition facts and file name are gone, its webhook payloads too, and its Idempotency-Keys are "
+    "freed. The same bytes may be uploaded again (analysed afresh). A queued job is deleted before it "
+    "runs; one being analysed is refused (409: cancel it, then delete it). Deleting again is harmless.",
+    "request": None,
+    "responses": {
+        200: OpenApiResponse(
+            JobOutputSerializer, examples=[OpenApiExample("deleted", value=_DELETED, response_only=True)]
+        ),
+        404: _error("No such job for this client.", "job_not_found"),
+        409: _error("The job is being analysed now.", "job_in_progress"),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },

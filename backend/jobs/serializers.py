@@ -64,6 +64,10 @@ class JobOutputSerializer(serializers.Serializer):
     cancel_requested_at = serializers.DateTimeField(
         help_text="When the client asked to cancel this job while it ran; it ends cancelled."
     )
+    image_deleted_at = serializers.DateTimeField(
+        help_text="When the stored image was deleted (retention or deletion); the result may remain."
+    )
+    deleted_at = serializers.DateTimeField(help_text="When the job was deleted: its image and result are gone.")
     callback_url = serializers.CharField(help_text="Where this job's end is announced (a webhook); empty: none.")
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()

@@ -296,7 +296,9 @@ WEBHOOK_GIVE_UP_SECONDS = env.float("CXRQ_WEBHOOK_GIVE_UP_SECONDS", default=8640
 WEBHOOK_QUEUE = env.str("CXRQ_WEBHOOK_QUEUE", default="cxrq-webhooks")
 WEBHOOK_THREADS = env.int("CXRQ_WEBHOOK_THREADS", default=8)
 # The dispatcher's schedule state (celery beat), kept across restarts.
-DISPATCHER_SCHEDULE_FILE = Path(env.str("CXRQ_DISPATCHER_SCHEDULE_FILE", default=str(VAR_DIR / "dispatcher-schedule")))
+DISPATCHER_SCHEDULE_FILE = Path(
+    env.str("CXRQ_DISPATCHER_SCHEDULE_FILE", default=str(VAR_DIR / "dispatcher-schedule"))
+)
 # Deliveries due this long without an attempt (a lost message, a dispatcher restart) are sent again.
 WEBHOOK_SWEEP_SECONDS = env.float("CXRQ_WEBHOOK_SWEEP_SECONDS", default=30.0)
 
@@ -385,18 +387,27 @@ WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=None)  # worker 
 # production never writes a key to disk.
 DEV_API_KEY_FILE: Path | None = None
 
+# --- Metrics and logs (docs/observability.md) ---
 LOG_LEVEL = env.str("CXRQ_LOG_LEVEL", default="INFO")
+# json: one JSON object per line (production's default); text: key=value lines for a person at a
+# terminal (the default here, so development and tests). Both carry the request id and job id.
+LOG_FORMAT = env.str("CXRQ_LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("CXRQ_LOG_FORMAT must be json or text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "backend.core.logging.RequestIdFilter"}},
     "formatters": {
-        "kv": {
+        "text": {
             "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s "
             "request_id=%(request_id)s %(message)s"
-        }
+        },
+        "json": {"()": "backend.core.logging.JsonLineFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["request_id"]}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
@@ -407,3 +418,20 @@ LOGGING = {
         "pydicom.pixels.decoders": {"level": "CRITICAL"},
     },
 }
+
+# GET /metrics (web) and the worker's metrics port answer a caller that sends
+# `Authorization: Bearer <METRICS_TOKEN>` and, where METRICS_ALLOW_LOOPBACK, any caller on the
+# same machine. Production turns loopback off: there only the token opens them.
+METRICS_TOKEN = env.str("CXRQ_METRICS_TOKEN", default="")
+METRICS_ALLOW_LOOPBACK = env.bool("CXRQ_METRICS_ALLOW_LOOPBACK", default=True)
+# The worker's main process serves its pool's metrics on this port (0: not served).
+WORKER_METRICS_PORT = env.int("CXRQ_WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env.str("CXRQ_WORKER_METRICS_ADDRESS", default="127.0.0.1")
+# Where each web server and each worker keeps its processes' metric files (a fresh folder per
+# start, removed when it stops); empty: the system's temporary folder.
+METRICS_DIR = env.str("CXRQ_METRICS_DIR", default="")
+# Queue depth is labelled by client name for this many clients (those with most queued jobs);
+# the rest are summed under client="other", so the number of series stays bounded.
+METRICS_MAX_CLIENTS = env.int("CXRQ_METRICS_MAX_CLIENTS", default=20)
+# Webhook attempt outcomes are counted over this many most recent attempts (a bounded read).
+METRICS_WEBHOOK_ATTEMPTS_WINDOW = env.int("CXRQ_METRICS_WEBHOOK_ATTEMPTS_WINDOW", default=1000)

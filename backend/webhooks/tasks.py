@@ -12,6 +12,7 @@ from backend.celery_app import app
 from backend.webhooks import services
 
 SWEEP_TASK = "cxrq.sweep_webhooks"
+PURGE_TASK = "cxrq.purge_expired"
 
 
 @app.task(name=services.DELIVER_TASK, ignore_result=True)
@@ -22,3 +23,10 @@ def deliver_webhook(delivery_id: str) -> str | None:
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_webhooks() -> int:
     return services.sweep()
+
+
+@app.task(name=PURGE_TASK, ignore_result=True)
+def purge_expired() -> dict:
+    from backend.jobs.services.deletion import purge_expired as purge
+
+    return purge().as_dict()

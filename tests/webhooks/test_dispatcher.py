@@ -69,3 +69,21 @@ def test_a_delivery_whose_wake_up_was_lost_is_sent_by_the_sweep(api, receiver, s
     assert _wait_delivered(job_id).status == DeliveryStatus.DELIVERED
     (request,) = receiver.wait_for(1)
     assert json.loads(request.body)["status"] == "cancelled"
+
+
+def test_the_dispatcher_runs_the_retention_purge_on_its_schedule(api, worker, start_dispatcher, media_files):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backend.jobs.models import Job
+
+    job_id = post_image(api, png_bytes(seed=6)).json()["id"]
+    worker.drain()
+    Job.objects.filter(id=job_id).update(finished_at=timezone.now() - timedelta(days=31))
+    start_dispatcher({"CXRQ_PURGE_INTERVAL_SECONDS": "1"}, beat=True)
+    deadline = time.monotonic() + 30
+    while Job.objects.get(id=job_id).image_deleted_at is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert media_files() == []

@@ -22,7 +22,8 @@ def job_requeue(*, job_ids: list[uuid.UUID], statuses: tuple[str, ...]) -> list[
         try:
             with transaction.atomic():
                 updated = to_queue(
-                    Job.objects.filter(id=job_id, status__in=statuses),
+                    # A job whose image has been purged (retention) has nothing left to analyse.
+                    Job.objects.filter(id=job_id, status__in=statuses, image_deleted_at__isnull=True),
                     transition=Transition.OPERATOR_REQUEUE,
                     attempts=0,
                     error_code="",
