@@ -58,11 +58,12 @@ class Rate:
 
 
 class Store(Protocol):
-    def acquire(self, key: str, rate: Rate) -> float:
-        """Take one request's room under `rate`: 0.0 when allowed, else seconds until it would be."""
+    def acquire(self, key: str, rate: Rate, cost: int = 1) -> float:
+        """Take `cost` requests' room under `rate` (a batch of n images costs n): 0.0 when allowed,
+        else seconds until it would be."""
 
 
-# KEYS[1]: the bucket; ARGV: interval, period (seconds). Returns "0" or the wait in seconds.
+# KEYS[1]: the bucket; ARGV: interval (times the cost), period (seconds). Returns "0" or the wait.
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -86,26 +87,28 @@ class RedisStore:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self.script = self.client.register_script(_GCRA_LUA)
 
-    def acquire(self, key: str, rate: Rate) -> float:
-        return float(self.script(keys=[f"cxrq:rate:{key}"], args=[repr(rate.interval), repr(rate.period)]))
+    def acquire(self, key: str, rate: Rate, cost: int = 1) -> float:
+        step = rate.interval * _cost(rate, cost)
+        return float(self.script(keys=[f"cxrq:rate:{key}"], args=[repr(step), repr(rate.period)]))
 
 
 class DatabaseStore:
-    def acquire(self, key: str, rate: Rate) -> float:
+    def acquire(self, key: str, rate: Rate, cost: int = 1) -> float:
         from backend.clients.models import RateBucket
 
         now = time.time()
-        # Allowed iff max(tat, now) + interval - now <= period, i.e. tat <= now + period - interval.
-        latest_allowed = now + rate.period - rate.interval
+        step = rate.interval * _cost(rate, cost)
+        # Allowed iff max(tat, now) + step - now <= period, i.e. tat <= now + period - step.
+        latest_allowed = now + rate.period - step
         allowed = RateBucket.objects.filter(key=key, tat__lte=latest_allowed).update(
-            tat=Greatest(F("tat"), Value(now)) + rate.interval
+            tat=Greatest(F("tat"), Value(now)) + step
         )
         if allowed:
             return 0.0
         tat = RateBucket.objects.filter(key=key).values_list("tat", flat=True).first()
         if tat is None:  # a first request: make the bucket, then take from it
             RateBucket.objects.bulk_create([RateBucket(key=key, tat=now)], ignore_conflicts=True)
-            return self.acquire(key, rate)
+            return self.acquire(key, rate, cost)
         return max(tat - latest_allowed, 0.001)
 
 
@@ -118,10 +121,16 @@ def store() -> Store:
     return _store_for(settings.RATE_LIMIT_URL)
 
 
-def acquire(key: str, rate: Rate) -> float:
-    """0.0 when a request under `key` may go ahead, else the seconds to wait. Fails open."""
+def _cost(rate: Rate, cost: int) -> int:
+    """At least one; at most the whole burst (a batch larger than the rate still gets through
+    once the bucket is full, instead of never)."""
+    return min(max(cost, 1), rate.count)
+
+
+def acquire(key: str, rate: Rate, cost: int = 1) -> float:
+    """0.0 when a request of `cost` under `key` may go ahead, else the seconds to wait. Fails open."""
     try:
-        return store().acquire(key, rate)
+        return store().acquire(key, rate, cost)
     except Exception:
         logger.warning("event=rate_limit_store_unavailable key=%s", key, exc_info=True)
         return 0.0

@@ -35,7 +35,13 @@ Message = dict[str, Any]
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-def body_limit() -> int:
+BATCHES_PATH = "/api/v1/batches"
+
+
+def body_limit(path: str = "") -> int:
+    """The largest body a request may send: one image's limit, or a batch's on POST /batches."""
+    if path.rstrip("/") == BATCHES_PATH:
+        return settings.BATCH_MAX_BYTES + MULTIPART_OVERHEAD
     return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD
 
 
@@ -73,12 +79,12 @@ class _BodyTimeout(_Refused):
         )
 
 
-def _too_large(**details: int) -> _Refused:
+def _too_large(limit: int, **details: int) -> _Refused:
     return _Refused(
         413,
         "file_too_large",
         "The body is larger than the upload limit.",
-        {"max_bytes": settings.UPLOAD_MAX_BYTES, **details},
+        {"max_bytes": limit - MULTIPART_OVERHEAD, **details},
     )
 
 
@@ -130,14 +136,14 @@ class EdgeMiddleware:
         headers = scope["headers"]
         lengths = [v for k, v in headers if k == b"content-length"]
         chunked = any(k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
-        limit = body_limit()
+        limit = body_limit(scope.get("path", ""))
         if lengths:
             raw = lengths[0].strip()
             if len(set(lengths)) > 1 or not raw.isdigit():
                 raise _Refused(400, "invalid_content_length", "Content-Length must be one whole number.")
             declared = int(raw)
             if declared > limit:
-                raise _too_large(size=declared)
+                raise _too_large(limit, size=declared)
             if declared == 0:
                 return scope, receive
         elif not chunked:
@@ -153,7 +159,7 @@ class EdgeMiddleware:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large(size_at_least=size)
+                    raise _too_large(limit, size_at_least=size)
                 spool.write(chunk)
                 if not message.get("more_body", False):
                     break

@@ -43,8 +43,8 @@ class JobEndedListener:
         self.waiters: dict[str, set[asyncio.Event]] = {}
         self.task: asyncio.Task | None = None
 
-    def register(self, job_id: str) -> asyncio.Event:
-        event = asyncio.Event()
+    def register(self, job_id: str, event: asyncio.Event | None = None) -> asyncio.Event:
+        event = event or asyncio.Event()
         self.waiters.setdefault(job_id, set()).add(event)
         if settings.JOB_EVENTS_URL and (self.task is None or self.task.done()):
             self.task = asyncio.get_running_loop().create_task(self._listen(settings.JOB_EVENTS_URL))
@@ -95,20 +95,32 @@ async def respond(app, scope: dict[str, Any], receive, send) -> None:
     except ValueError:
         asked = 0.0  # the view refuses it with 400
     deadline = time.monotonic() + asked
-    job_id = _job_id(scope["path"])
-    event = LISTENER.register(job_id) if job_id else None
+    event = asyncio.Event()
+    # The job in the path is listened for before the first pass (no end slips between the pass
+    # and the listening); the jobs the view names in its header (a batch's) from its answer on.
+    path_id = _job_id(scope["path"])
+    listening: set[str] = set()
+    if path_id:
+        LISTENER.register(path_id, event)
+        listening.add(path_id)
     try:
         while True:
             start, body = await _capture(app, scope, receive)
             headers = start.get("headers", [])
-            waiting = any(k.lower() == _WAIT_HEADER_KEY for k, _ in headers)
+            named = _named_jobs(headers)
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0.05 or event is None:
+            if named is None or remaining <= 0.05 or not (named or listening):
                 start = start | {"headers": [(k, v) for k, v in headers if k.lower() != _WAIT_HEADER_KEY]}
                 for message in (start, *body):
                     await send(message)
                 return
-            await LISTENER.wait(event, min(remaining, RECHECK_SECONDS))
+            new = named - listening
+            for job_id in new:
+                LISTENER.register(job_id, event)
+            listening |= new
+            if not new:  # nothing new to listen for: wait for an end (or the recheck)
+                await LISTENER.wait(event, min(remaining, RECHECK_SECONDS))
+            # else: ask again at once, so that an end between that pass and the listening counts.
             event.clear()
             left = deadline - time.monotonic()
             # What is left, rounded up; 0 (answer as it stands) once it has run out.
@@ -116,8 +128,17 @@ async def respond(app, scope: dict[str, Any], receive, send) -> None:
             scope = scope | {"query_string": urlencode(query | {"wait": str(seconds)}).encode()}
             receive = _no_body
     finally:
-        if event is not None and job_id:
+        for job_id in listening:
             LISTENER.unregister(job_id, event)
+
+
+def _named_jobs(headers: list[tuple[bytes, bytes]]) -> set[str] | None:
+    """The job ids in the view's wait header (`<id>[,<id>...] <seconds>`), or None: answer now."""
+    for key, value in headers:
+        if key.lower() == _WAIT_HEADER_KEY:
+            ids = value.decode("latin-1").split(" ", 1)[0]
+            return {job_id for job_id in ids.split(",") if job_id}
+    return None
 
 
 def _job_id(path: str) -> str | None:

@@ -18,8 +18,8 @@ from backend.edge import waiting
 from backend.edge.asgi import body_limit
 from backend.jobs import errors, schema, selectors
 from backend.jobs.models import JobStatus
-from backend.jobs.serializers import JobDetailSerializer, JobOutputSerializer, public_url
-from backend.jobs.services import cancellation, deletion, intake
+from backend.jobs.serializers import BatchSerializer, JobDetailSerializer, JobOutputSerializer, public_url
+from backend.jobs.services import batches, cancellation, deletion, intake
 from backend.jobs.throttling import ClientRateThrottle
 
 
@@ -106,7 +106,6 @@ class JobDetailApi(APIView):
         body["queue"] = selectors.queue_standing(job)
         return Response(body, headers=headers)
 
-
     @extend_schema(**schema.DELETE)
     def delete(self, request: Request, job_id: str) -> Response:
         job = deletion.job_delete(client=request.user, job_id=job_id)
@@ -130,8 +129,18 @@ def _if_none_match(request: Request) -> set[str]:
 def job_etag(job) -> str:
     """Changes whenever the job's JSON can: its status, attempts, times, cancel mark, priority,
     callback and its deliveries' progress (prefetched by job_get(with_webhooks=True))."""
-    deliveries = [(d.id, d.status, d.attempts) for d in job.webhook_deliveries.all()] if job.callback_url else []
-    parts = (
+    deliveries = (
+        [(d.id, d.status, d.attempts) for d in job.webhook_deliveries.all()] if job.callback_url else []
+    )
+    return _etag((job_etag_parts(job), deliveries))
+
+
+def _etag(parts) -> str:
+    return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:20]}"'
+
+
+def job_etag_parts(job) -> tuple:
+    return (
         job.status,
         job.attempts,
         job.started_at,
@@ -141,9 +150,7 @@ def job_etag(job) -> str:
         job.callback_url,
         job.deleted_at,
         job.image_deleted_at,
-        deliveries,
     )
-    return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:20]}"'
 
 
 class JobCancelApi(APIView):
@@ -154,3 +161,56 @@ class JobCancelApi(APIView):
         job = cancellation.job_cancel(client=request.user, job_id=job_id)
         audit_write(actor=actor_from_request(request), action="job.cancelled", job_ids=[job.id])
         return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class BatchCollectionApi(APIView):
+    throttle_classes = [ClientRateThrottle]
+
+    def request_cost(self, request: Request) -> int:
+        """Each image counts against the client's upload rate, as if sent alone."""
+        return len(request.FILES.getlist("images")) if request.method == "POST" else 1
+
+    @extend_schema(**schema.BATCH_CREATE)
+    def post(self, request: Request) -> Response:
+        declared = _content_length(request)
+        if declared > body_limit(request.path):
+            raise errors.FileTooLarge(details={"max_bytes": settings.BATCH_MAX_BYTES, "size": declared})
+        batch = batches.batch_create(
+            client=request.user,
+            uploads=request.FILES.getlist("images"),
+            priority=request.data.get("priority"),
+            callback_url=request.data.get("callback_url"),
+        )
+        jobs = batches.batch_jobs(batch)
+        audit_write(
+            actor=actor_from_request(request),
+            action="batch.created",
+            job_ids=list(jobs) or [None],
+            details={"batch_id": str(batch.id), "images": len(batch.items)},
+        )
+        body = BatchSerializer(batch, context={"request": request, "jobs": jobs}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+
+class BatchDetailApi(APIView):
+    throttle_classes = [ClientRateThrottle]
+
+    @extend_schema(**schema.BATCH_DETAIL)
+    def get(self, request: Request, batch_id: str) -> Response:
+        wait = _wait_seconds(request)
+        batch = batches.batch_get(client=request.user, batch_id=batch_id)
+        jobs = batches.batch_jobs(batch)
+        audit_read(
+            actor=actor_from_request(request), action="batch.read", details={"batch_id": str(batch.id)}
+        )
+        etag = _etag(sorted((job_id, job_etag_parts(job)) for job_id, job in jobs.items()))
+        unchanged = etag in _if_none_match(request)
+        headers = {"ETag": etag}
+        running = [job_id for job_id, job in jobs.items() if job.status not in JobStatus.ended()]
+        if wait and (unchanged or running):
+            # As for one job (JobDetailApi): the edge waits for any of these jobs to end.
+            headers[waiting.WAIT_HEADER] = f"{','.join(running or jobs)} {wait}"
+        elif unchanged:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        body = BatchSerializer(batch, context={"request": request, "jobs": jobs}).data
+        return Response(body, headers=headers)

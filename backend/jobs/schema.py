@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from backend.jobs.model_identity import LABELS
 from backend.jobs.models import JobStatus
-from backend.jobs.serializers import JobDetailSerializer, JobOutputSerializer
+from backend.jobs.serializers import BatchSerializer, JobDetailSerializer, JobOutputSerializer
 
 # A job's status as the API spells it (lower case); named once for the schema's enum.
 JOB_STATUSES = [s.value.lower() for s in JobStatus]
@@ -310,6 +310,7 @@ DETAIL = {
                 ),
             ],
         ),
+        304: OpenApiResponse(description="Unchanged since the ETag sent in If-None-Match."),
         400: _error("`wait` is not a whole number of seconds up to the maximum.", "invalid_wait"),
         404: _error(
             "No such job for this client (another client's id is answered the same way).", "job_not_found"
@@ -414,6 +415,114 @@ DELETE = {
         ),
         404: _error("No such job for this client.", "job_not_found"),
         409: _error("The job is being analysed now.", "job_in_progress"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+_BATCH = {
+    "id": "3a1d9c2b-5e7f-4a60-8b21-7c4e0f9d1a33",
+    "url": "https://cxrq.hospital.example/api/v1/batches/3a1d9c2b-5e7f-4a60-8b21-7c4e0f9d1a33",
+    "created_at": "2026-12-03T08:29:52.020Z",
+    "priority": "routine",
+    "callback_url": "",
+    "done": False,
+    "counts": {
+        "queued": 1,
+        "in_progress": 0,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "deleted": 0,
+        "rejected": 1,
+        "total": 3,
+    },
+    "items": [
+        {"index": 0, "filename": "", "deduplicated": False, "job": _QUEUED, "error": None},
+        {"index": 1, "filename": "", "deduplicated": True, "job": _SUCCEEDED, "error": None},
+        {
+            "index": 2,
+            "filename": "",
+            "job": None,
+            "error": {"status": 400, "code": "invalid_image", "message": "…", "details": {}},
+        },
+    ],
+}
+
+BATCH_CREATE = {
+    "operation_id": "batches_create",
+    "summary": "Upload several images at once: one job per image, each with its own outcome",
+    "description": "Multipart with the field `images` once per image (up to CXRQ_BATCH_MAX_IMAGES, 64). "
+    "Each image is an upload of its own: validated, deduplicated and queued as `POST /jobs` would, or "
+    "refused with its own error in its item; valid images become jobs whatever happens to the others. "
+    "Each image counts against the upload rate. Sending the same batch again makes no second job for "
+    "any image (each dedups on its bytes).",
+    "request": {
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "The images, the field repeated once per image.",
+                },
+                "priority": UPLOAD["request"]["multipart/form-data"]["properties"]["priority"],
+                "callback_url": CALLBACK_URL_FIELD | {"description": "Each job's end is POSTed here."},
+            },
+            "required": ["images"],
+        }
+    },
+    "responses": {
+        201: OpenApiResponse(
+            BatchSerializer,
+            description="The batch (`Location`), each image's job or error in the order sent.",
+            examples=[OpenApiExample("mixed", value=_BATCH, response_only=True)],
+        ),
+        400: _error(
+            "Nothing to analyse, too many images, or a field that applies to all of them is wrong.",
+            "missing_images",
+            "too_many_images",
+            "invalid_priority",
+            *CALLBACK_ERRORS,
+            "invalid_content_length",
+            "too_many_files",
+            "too_many_fields",
+        ),
+        413: _error("The whole body is larger than CXRQ_BATCH_MAX_BYTES.", "file_too_large"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+BATCH_DETAIL = {
+    "operation_id": "batches_retrieve",
+    "summary": "One of the caller's batches; `?wait=N` waits for all its jobs to end",
+    "description": "Each image's job as it stands (with its result when succeeded) or its error, and the "
+    "counts by outcome. `wait` and `If-None-Match` work as for one job: the answer comes when every "
+    "job has ended (`done`), when something changed, or when the wait runs out.",
+    "parameters": DETAIL["parameters"],
+    "responses": {
+        200: OpenApiResponse(
+            BatchSerializer,
+            examples=[
+                OpenApiExample(
+                    "done",
+                    value=_BATCH
+                    | {
+                        "done": True,
+                        "counts": _BATCH["counts"] | {"queued": 0, "succeeded": 2},
+                        "items": [
+                            _BATCH["items"][0] | {"job": _SUCCEEDED},
+                            *_BATCH["items"][1:],
+                        ],
+                    },
+                    response_only=True,
+                )
+            ],
+        ),
+        304: OpenApiResponse(description="Unchanged since the ETag sent in If-None-Match."),
+        400: _error("`wait` is not a whole number of seconds up to the maximum.", "invalid_wait"),
+        404: _error("No such batch for this client.", "batch_not_found"),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },

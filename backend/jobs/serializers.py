@@ -67,8 +67,12 @@ class JobOutputSerializer(serializers.Serializer):
     image_deleted_at = serializers.DateTimeField(
         help_text="When the stored image was deleted (retention or deletion); the result may remain."
     )
-    deleted_at = serializers.DateTimeField(help_text="When the job was deleted: its image and result are gone.")
-    callback_url = serializers.CharField(help_text="Where this job's end is announced (a webhook); empty: none.")
+    deleted_at = serializers.DateTimeField(
+        help_text="When the job was deleted: its image and result are gone."
+    )
+    callback_url = serializers.CharField(
+        help_text="Where this job's end is announced (a webhook); empty: none."
+    )
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
 
@@ -127,7 +131,9 @@ class WebhookAttemptSerializer(serializers.Serializer):
     number = serializers.IntegerField()
     started_at = serializers.DateTimeField()
     duration_ms = serializers.FloatField()
-    response_code = serializers.IntegerField(allow_null=True, help_text="The receiver's HTTP status; null: none.")
+    response_code = serializers.IntegerField(
+        allow_null=True, help_text="The receiver's HTTP status; null: none."
+    )
     error = serializers.CharField(help_text="timeout, connect_error, dns_error, http_500, refused: ...")
 
 
@@ -152,3 +158,85 @@ class JobDetailSerializer(JobOutputSerializer):
         if not job.callback_url:  # no callback, no deliveries: no query either
             return []
         return WebhookDeliverySerializer(job.webhook_deliveries.all(), many=True).data
+
+
+class BatchErrorSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="The HTTP status this image alone would have had.")
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class BatchItemSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Its place in the request, from 0.")
+    filename = serializers.CharField(
+        help_text="As sent, where CXRQ_STORE_ORIGINAL_FILENAME keeps names; else empty."
+    )
+    deduplicated = serializers.BooleanField(required=False)
+    job = JobOutputSerializer(allow_null=True, help_text="The image's job; null when it was refused.")
+    error = BatchErrorSerializer(
+        allow_null=True, help_text="Why the image was refused; null when it is a job."
+    )
+
+
+def batch_counts(items: list[dict], jobs: dict[str, Job]) -> dict[str, int]:
+    counts = {status.value.lower(): 0 for status in JobStatus} | {"rejected": 0, "total": len(items)}
+    for item in items:
+        job = jobs.get(item.get("job_id", ""))
+        counts[job.status.lower() if job else "rejected"] += 1
+    return counts
+
+
+class BatchSerializer(serializers.Serializer):
+    """A batch with each image's outcome; `context["jobs"]` holds its jobs by id (one query)."""
+
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    priority = serializers.SerializerMethodField()
+    callback_url = serializers.CharField()
+    done = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    items = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, batch) -> str:
+        return public_url(
+            reverse("jobs:batch", kwargs={"batch_id": batch.id}, request=self.context.get("request"))
+        )
+
+    @extend_schema_field({"type": "string", "enum": [p.label for p in Priority]})
+    def get_priority(self, batch) -> str:
+        return Priority(batch.priority).label
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_done(self, batch) -> bool:
+        """Every image's job has ended (refused images count as ended)."""
+        return all(job.status in JobStatus.ended() for job in self.context["jobs"].values())
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "description": "Images by outcome: their jobs' statuses, `rejected` (refused at upload), `total`.",
+            "additionalProperties": {"type": "integer"},
+        }
+    )
+    def get_counts(self, batch) -> dict[str, int]:
+        return batch_counts(batch.items, self.context["jobs"])
+
+    @extend_schema_field(BatchItemSerializer(many=True))
+    def get_items(self, batch) -> list[dict]:
+        jobs = self.context["jobs"]
+        out = []
+        for item in batch.items:
+            job = jobs.get(item.get("job_id", ""))
+            row = {
+                "index": item["index"],
+                "filename": item.get("filename", ""),
+                "job": JobOutputSerializer(job, context=self.context).data if job else None,
+                "error": item.get("error"),
+            }
+            if "deduplicated" in item:
+                row["deduplicated"] = item["deduplicated"]
+            out.append(row)
+        return out

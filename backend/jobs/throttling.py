@@ -23,7 +23,9 @@ class ClientRateThrottle(BaseThrottle):
         rate = ratelimit.Rate.parse(client.rate_for(scope))
         if rate is None:
             return True
-        wait = ratelimit.acquire(f"{scope}:{client.pk}", rate)
+        # A view may charge more than one for a request (a batch: one per image).
+        cost = view.request_cost(request) if hasattr(view, "request_cost") else 1
+        wait = ratelimit.acquire(f"{scope}:{client.pk}", rate, cost)
         if wait > 0:
             self._wait = wait
             return False

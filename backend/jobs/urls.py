@@ -1,10 +1,12 @@
 from django.urls import path
 
-from backend.jobs.api import JobCancelApi, JobCollectionApi, JobDetailApi
+from backend.jobs.api import BatchCollectionApi, BatchDetailApi, JobCancelApi, JobCollectionApi, JobDetailApi
 
 app_name = "jobs"
 urlpatterns = [
     path("jobs", JobCollectionApi.as_view(), name="collection"),
     path("jobs/<str:job_id>", JobDetailApi.as_view(), name="detail"),
     path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="cancel"),
+    path("batches", BatchCollectionApi.as_view(), name="batches"),
+    path("batches/<str:batch_id>", BatchDetailApi.as_view(), name="batch"),
 ]

@@ -304,6 +304,8 @@ WEBHOOK_SWEEP_SECONDS = env.float("CXRQ_WEBHOOK_SWEEP_SECONDS", default=30.0)
 
 # Images in one POST /api/v1/batches.
 BATCH_MAX_IMAGES = env.int("CXRQ_BATCH_MAX_IMAGES", default=64)
+# A whole POST /api/v1/batches body, in bytes (each image is still held to UPLOAD_MAX_BYTES).
+BATCH_MAX_BYTES = env.int("CXRQ_BATCH_MAX_BYTES", default=256 * 1024 * 1024)
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)

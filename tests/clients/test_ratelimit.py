@@ -68,6 +68,19 @@ def test_keys_do_not_share_a_count(store):
     assert store.acquire(b, rate) == 0.0
 
 
+def test_a_request_may_cost_more_than_one_and_at_most_the_whole_burst(store):
+    """A batch of n images takes n requests' room; one larger than the rate takes all of it."""
+    key, rate = f"test:{uuid.uuid4()}", Rate(10, 60.0)
+    assert store.acquire(key, rate, cost=6) == 0.0
+    wait = store.acquire(key, rate, cost=6)  # 12 > 10: refused, until two intervals have passed
+    assert 11.0 < wait <= 12.0
+    assert store.acquire(key, rate, cost=4) == 0.0  # exactly the 10
+    assert store.acquire(key, rate) > 0.0
+    other = f"test:{uuid.uuid4()}"
+    assert store.acquire(other, rate, cost=500) == 0.0  # capped at the burst: not refused for ever
+    assert store.acquire(other, rate) > 0.0
+
+
 def test_a_refused_request_does_not_push_the_wait_further(store):
     """Hammering past the limit costs nothing: the wait only counts down."""
     key, rate = f"test:{uuid.uuid4()}", Rate(1, 2.0)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from django.db import connection
 
 from backend.jobs.services import claims
 from backend.jobs.services.claims import InferenceOutcome
@@ -43,6 +44,7 @@ def _finish_all_queued() -> None:
         for i in batch.job_ids
     ]
     claims.job_store_results(batch=batch, outcomes=outcomes)
+    connection.close()  # it runs in a timer's thread: its connection would outlive the test
 
 
 def test_a_waiting_client_is_answered_when_its_job_ends(server):
@@ -99,3 +101,34 @@ def test_many_waiters_hold_no_thread_health_and_uploads_still_answer(server):
         assert _queued_job(server, 999)
         assert time.monotonic() - t0 < 2.0
         assert [w.result() for w in waiters] == [200] * 100
+
+
+def test_a_batch_wait_is_answered_when_its_last_job_ends(server):
+    from backend.clients.models import Client
+    from backend.jobs.services import cancellation
+
+    response = requests.post(
+        f"{server.url}/api/v1/batches",
+        files=[("images", (f"{i}.png", png_bytes(seed=200 + i))) for i in range(3)],
+        headers=server.headers(),
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    first = batch["items"][0]["job"]["id"]
+
+    # One job ends at 1 s (the wait goes on: two are left), the other two at 2.5 s.
+    def cancel_first() -> None:
+        cancellation.job_cancel(client=Client.objects.get(name="edge"), job_id=first)
+        connection.close()
+
+    threading.Timer(1.0, cancel_first).start()
+    threading.Timer(2.5, _finish_all_queued).start()
+    t0 = time.monotonic()
+    url = f"{server.url}/api/v1/batches/{batch['id']}?wait=20"
+    done = requests.get(url, headers=server.headers(), timeout=30)
+    elapsed = time.monotonic() - t0
+    assert done.status_code == 200 and done.json()["done"] is True, done.text
+    counts = done.json()["counts"]
+    assert (counts["succeeded"], counts["cancelled"], counts["queued"]) == (2, 1, 0)
+    assert 2.4 < elapsed < 4.5, elapsed
