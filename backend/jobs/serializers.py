@@ -58,17 +58,18 @@ class JobOutputSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     acquisition = serializers.JSONField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
     attempts = serializers.IntegerField()
     cancel_requested_at = serializers.DateTimeField(
-        help_text="When the client asked to cancel this job while it ran; it ends cancelled."
+        allow_null=True, help_text="When the client asked to cancel this job while it ran; it ends cancelled."
     )
     image_deleted_at = serializers.DateTimeField(
-        help_text="When the stored image was deleted (retention or deletion); the result may remain."
+        allow_null=True,
+        help_text="When the stored image was deleted (retention or deletion); the result may remain.",
     )
     deleted_at = serializers.DateTimeField(
-        help_text="When the job was deleted: its image and result are gone."
+        allow_null=True, help_text="When the job was deleted: its image and result are gone."
     )
     callback_url = serializers.CharField(
         help_text="Where this job's end is announced (a webhook); empty: none."
