@@ -61,3 +61,8 @@ claim-cost: install
 .PHONY: edge-probe
 edge-probe: install
 	$(PY) -m tools.edge_probe --json var/edge-probe.json
+
+# How many long-poll waiters one web process holds, and what they cost (tools/waiter_probe.py).
+.PHONY: waiter-probe
+waiter-probe: install
+	$(PY) -m tools.waiter_probe --json var/waiter-probe.json

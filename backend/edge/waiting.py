@@ -6,8 +6,11 @@ still wait, the view marks its answer with the internal header X-Cxrq-Wait; the 
 that answer back, waits on the event loop for the job's end (backend/jobs/events.py: one
 Redis subscription per process; every second without Redis), then asks Django again with
 what is left of the wait. A waiting client costs a coroutine and a dictionary entry; a
-Django thread only for the few milliseconds of each pass. Lost announcements cost at most
-RECHECK_SECONDS: the edge asks again anyway.
+Django thread only for the few milliseconds of each pass. An idle waiter costs nothing more:
+announcements are not lost while the subscription holds, and whenever it is (re)made every
+waiter asks again once, for what it may have missed while there was none; RECHECK_SECONDS is
+only a backstop (at 5 s, 1,000 idle waiters cost two-thirds of a core in passes:
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 import uuid
 from typing import Any
@@ -28,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Set by the view (backend/jobs/api.py) on an answer the edge may hold back; never sent on.
 WAIT_HEADER = "X-Cxrq-Wait"
 _WAIT_HEADER_KEY = WAIT_HEADER.lower().encode()
-RECHECK_SECONDS = 5.0
+RECHECK_SECONDS = 30.0
 POLL_SECONDS_WITHOUT_EVENTS = 1.0
 
 
@@ -70,9 +74,15 @@ class JobEndedListener:
 
         while True:
             try:
-                client = aioredis.Redis.from_url(url)
+                # Named, so an operator's CLIENT LIST shows which web process holds it.
+                client = aioredis.Redis.from_url(url, client_name=f"cxrq-job-events-{os.getpid()}")
                 pubsub = client.pubsub()
                 await pubsub.subscribe(CHANNEL)
+                # Subscribed (again): whatever ended while there was no subscription was not
+                # heard, so every waiter asks once more.
+                for events in list(self.waiters.values()):
+                    for event in events:
+                        event.set()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         for event in self.waiters.get(message["data"].decode(), ()):
