@@ -4,10 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from backend.core.views import read_only
 from backend.jobs.health import HealthApi
+from backend.metrics.views import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/health", HealthApi.as_view(), name="health"),
+    # Prometheus: the bearer token, or loopback where allowed (docs/observability.md).
+    path("metrics", metrics, name="metrics"),
     # The contract (OpenAPI 3.1) and its pages; assets served locally (drf-spectacular-sidecar).
     # GET and HEAD only: OPTIONS on the HTML pages was a 500 (found by tests/test_properties.py).
     path("api/schema/", read_only(SpectacularAPIView.as_view()), name="schema"),

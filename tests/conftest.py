@@ -205,6 +205,73 @@ def start_dispatcher(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
         d.stop()
 
 
+class WebServer:
+    """The real web server (gunicorn + uvicorn workers, backend/edge/server.py) on a free port."""
+
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None, workers: int = 1):
+        import socket
+
+        from backend.edge.server import server_argv
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            server_argv(f"127.0.0.1:{self.port}", workers=workers),
+            cwd=ROOT,
+            env=process_env(extra_env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.url}/api/v1/health", timeout=2)
+                return
+            except requests.ConnectionError as exc:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"web server exited with {self.proc.returncode}:\n{self.log[-4000:]}"
+                    ) from exc
+                time.sleep(0.2)
+        raise TimeoutError(f"web server not ready after {timeout}s:\n{self.log[-4000:]}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_web(tmp_path) -> Iterator[Callable[..., WebServer]]:
+    servers: list[WebServer] = []
+
+    def start(extra_env: dict[str, str] | None = None, workers: int = 1) -> WebServer:
+        server = WebServer(tmp_path / f"web-{len(servers)}.log", extra_env, workers)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cleanup_run_dir():
     yield

@@ -24,9 +24,11 @@ import uuid
 
 from django.conf import settings
 
+from backend.core.logging import log_context
 from backend.jobs import selectors
 from backend.jobs.services import claims, leases
 from backend.jobs.services.claims import ClaimedBatch
+from worker import metrics
 from worker.handler import HandledBatch, InferenceHandler
 from worker.runtime.prep_pool import Prepared
 from worker.runtime.tuned import EngineConfig
@@ -155,9 +157,22 @@ class BatchLoop:
         """Move the batch's jobs on: rejected images fail alone; after an inference error the
         batch goes back (each job, having been attempted, is claimed alone next time, so only
         a poison image keeps failing, until MAX_ATTEMPTS); otherwise results are stored."""
+        jobs = {job.id: job for job in batch.jobs}
+        metrics.batch_ran(
+            size=len(batch.jobs),
+            timings=handled.timings,
+            preprocess_ms=[o.timings["preprocess_ms"] for o in handled.outcomes],
+        )
         for r in handled.rejected:
-            claims.job_fail(job_id=r.job_id, claim_token=batch.claim_token, code=r.code, message=r.message)
-            logger.warning("event=job_failed job_id=%s batch_id=%s code=%s", r.job_id, batch.batch_id, r.code)
+            # Lines about one job carry its upload's request id (Job.request_id) and its id.
+            with log_context(request_id=jobs[r.job_id].request_id, job_id=r.job_id):
+                if claims.job_fail(
+                    job_id=r.job_id, claim_token=batch.claim_token, code=r.code, message=r.message
+                ):
+                    metrics.job_ended(jobs[r.job_id], status="failed")
+                logger.warning(
+                    "event=job_failed job_id=%s batch_id=%s code=%s", r.job_id, batch.batch_id, r.code
+                )
         if handled.inference_error is not None:
             exc = handled.inference_error
             logger.error(
@@ -173,11 +188,13 @@ class BatchLoop:
                 code="inference_failed",
                 message=f"{type(exc).__name__}: {exc}"[:500],
             )
+            metrics.jobs_retried(len(handled.inferred_job_ids))
             return
         if not handled.outcomes:
             return
         started = time.perf_counter()
         stored = claims.job_store_results(batch=batch, outcomes=handled.outcomes)
+        metrics.stored(time.perf_counter() - started)
         t = handled.timings
         logger.info(
             "event=batch_done batch_id=%s size=%d stored=%d preprocess_ms=%.1f inference_ms=%.1f "
@@ -191,6 +208,10 @@ class BatchLoop:
             (time.perf_counter() - started) * 1000,
             ",".join(str(j) for j in batch.job_ids),
         )
+        for job_id in stored:
+            with log_context(request_id=jobs[job_id].request_id, job_id=job_id):
+                metrics.job_ended(jobs[job_id], status="succeeded")
+                logger.info("event=job_succeeded job_id=%s batch_id=%s", job_id, batch.batch_id)
 
     def _give_back(self, batch: ClaimedBatch, exc: Exception) -> None:
         """An error escaped the batch (database gone mid-store, a bug): requeue its jobs

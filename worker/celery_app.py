@@ -16,9 +16,12 @@ import django
 django.setup()
 
 from backend.celery_app import app  # noqa: E402
-from worker import tasks  # noqa: E402, F401 - registers the task on the app
+from worker import metrics_server, tasks  # noqa: E402, F401 - registers the task on the app
 from worker.runtime.tuned import engine_config  # noqa: E402
 
 app.conf.worker_concurrency = engine_config().worker_concurrency
+# In a worker's main process: the folder its pool's children count metrics in, made before
+# anything imports prometheus_client and before the pool forks (worker/metrics_server.py).
+metrics_server.prepare()
 
 __all__ = ["app"]

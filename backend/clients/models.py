@@ -129,11 +129,17 @@ class Client(models.Model):
 
     @property
     def image_retention(self) -> int:
-        return settings.IMAGE_RETENTION_DAYS if self.image_retention_days is None else self.image_retention_days
+        return (
+            settings.IMAGE_RETENTION_DAYS if self.image_retention_days is None else self.image_retention_days
+        )
 
     @property
     def result_retention(self) -> int:
-        return settings.RESULT_RETENTION_DAYS if self.result_retention_days is None else self.result_retention_days
+        return (
+            settings.RESULT_RETENTION_DAYS
+            if self.result_retention_days is None
+            else self.result_retention_days
+        )
 
     # DRF treats the authenticated principal as request.user.
     is_authenticated = True

@@ -1,14 +1,140 @@
-"""Request ids in every log line, so one upload can be followed to its result."""
+"""Request ids and job ids in every log line, so one upload can be followed to its result.
+
+The code logs `event=name key=value ...` messages through the standard library. Two context
+variables say which request and which job a line belongs to: the web's RequestIdMiddleware sets
+the request id of the request in hand; the worker sets both, from the job's row, around the
+lines it writes for one job (`log_context`). The filter copies them onto every record, and the
+chosen format (LOG_FORMAT) writes them:
+
+  text  ts=... level=... logger=... request_id=... message     (one line, human-first)
+  json  {"ts", "level", "logger", "event", "request_id", "job_id", "message", <key=value pairs>}
+
+The JSON formatter is python-json-logger's (exceptions, stack traces, `extra=` fields and
+unserialisable values handled by a maintained library); what it adds here is the key=value
+parsing, so `event=batch_done size=8` becomes {"event": "batch_done", "size": "8"} and the
+message stays readable as it was written. Values are kept as strings, whatever they look like.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+from pythonjsonlogger.core import RESERVED_ATTRS, merge_record_extra
+from pythonjsonlogger.json import JsonFormatter
+
+NONE = "-"  # what the text format writes for "no request" / "no job"
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NONE)
+job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default=NONE)
 
 
 class RequestIdFilter(logging.Filter):
+    """Puts the current request id and job id on every record (`-` when there is none)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.job_id = job_id_var.get()
         return True
+
+
+@contextmanager
+def log_context(*, request_id: str | None = None, job_id: object = None) -> Iterator[None]:
+    """Lines logged inside carry this request id and job id (an empty request id: none)."""
+    tokens: list[tuple[contextvars.ContextVar[str], contextvars.Token[str]]] = []
+    if request_id is not None:
+        tokens.append((request_id_var, request_id_var.set(request_id or NONE)))
+    if job_id is not None:
+        tokens.append((job_id_var, job_id_var.set(str(job_id))))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def parse_fields(message: str) -> dict[str, str]:
+    """The key=value pairs of a message, logfmt-like: a key is a word at the start or after a
+    space, its value runs to the next space outside quotes and brackets (so `error=%r` of an
+    exception with spaces in it stays one value). Words that are not key=value are skipped;
+    a key given twice keeps its first value."""
+    fields: dict[str, str] = {}
+    i, n = 0, len(message)
+    while i < n:
+        while i < n and message[i].isspace():
+            i += 1
+        start = i
+        while i < n and (message[i].isalnum() or message[i] == "_"):
+            i += 1
+        key = message[start:i]
+        if key and i < n and message[i] == "=" and not key[0].isdigit():
+            i += 1
+            value_start, closers, quote = i, [], ""
+            while i < n:
+                ch = message[i]
+                if quote:
+                    if ch == "\\":
+                        i += 1
+                    elif ch == quote:
+                        quote = ""
+                elif ch in "'\"":
+                    quote = ch
+                elif ch in _OPEN:
+                    closers.append(_OPEN[ch])
+                elif closers and ch == closers[-1]:
+                    closers.pop()
+                elif ch.isspace() and not closers:
+                    break
+                i += 1
+            fields.setdefault(key, message[value_start:i])
+        else:  # not a key=value word: skip to the next space
+            while i < n and not message[i].isspace():
+                i += 1
+    return fields
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line. Fixed fields first (ts, level, logger, event, request_id,
+    job_id, message), then the message's key=value pairs, then `extra=` fields and exc_info.
+    A job id or request id written in the message wins over the context's."""
+
+    FIXED = ("ts", "level", "logger", "event", "request_id", "job_id", "message", "pid")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request_id", "job_id"])
+        super().__init__(*args, **kwargs)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        message = record.message
+        fields = parse_fields(message)
+        log_data["ts"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        log_data["event"] = fields.pop("event", None)
+        log_data["request_id"] = _given(fields.pop("request_id", None)) or _given(
+            getattr(record, "request_id", None) or request_id_var.get()
+        )
+        log_data["job_id"] = _given(fields.pop("job_id", None)) or _given(
+            getattr(record, "job_id", None) or job_id_var.get()
+        )
+        log_data["message"] = message
+        log_data["pid"] = record.process
+        for key, value in fields.items():
+            log_data.setdefault(key, value)
+        for key, value in message_dict.items():
+            if key not in self.FIXED:
+                log_data[key] = value
+        merge_record_extra(record, log_data, reserved=self._skip_fields | set(self.FIXED))
+
+
+def _given(value: str | None) -> str | None:
+    return None if value in (None, "", NONE) else value

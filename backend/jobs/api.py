@@ -21,6 +21,7 @@ from backend.jobs.models import JobStatus
 from backend.jobs.serializers import BatchSerializer, JobDetailSerializer, JobOutputSerializer, public_url
 from backend.jobs.services import batches, cancellation, deletion, intake
 from backend.jobs.throttling import ClientRateThrottle
+from backend.metrics.uploads import count_upload
 
 
 def _content_length(request: Request) -> int:
@@ -69,6 +70,7 @@ class JobCollectionApi(APIView):
         job = outcome.job
         action = "job.deduplicated" if outcome.deduplicated else "job.created"
         audit_write(actor=actor_from_request(request), action=action, job_ids=[job.id])
+        count_upload(deduplicated=outcome.deduplicated)
         body = JobOutputSerializer(job, context={"request": request}).data
         body["deduplicated"] = outcome.deduplicated
         code = status.HTTP_200_OK if job.status == JobStatus.SUCCEEDED else status.HTTP_202_ACCEPTED
@@ -182,6 +184,9 @@ class BatchCollectionApi(APIView):
             callback_url=request.data.get("callback_url"),
         )
         jobs = batches.batch_jobs(batch)
+        for item in batch.items:
+            if "job_id" in item:
+                count_upload(deduplicated=item["deduplicated"])
         audit_write(
             actor=actor_from_request(request),
             action="batch.created",

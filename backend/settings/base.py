@@ -48,9 +48,16 @@ INSTALLED_APPS = [
     "backend.jobs",
     "backend.audit",
     "backend.webhooks",
+    # Prometheus metrics (docs/observability.md). django_prometheus is used for its middleware only:
+    # as an app it would import prometheus_client in gunicorn's master, before backend.metrics
+    # has chosen the folder its workers count in.
+    "backend.metrics",
 ]
 
 MIDDLEWARE = [
+    # Requests counted and timed by view and method (django-prometheus's, backend/metrics/middleware.py):
+    # first and last.
+    "backend.metrics.middleware.PrometheusBeforeMiddleware",
     "backend.core.middleware.RequestIdMiddleware",
     "backend.core.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -63,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "backend.metrics.middleware.PrometheusAfterMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 

@@ -8,7 +8,7 @@ model weights (the worker then refuses to start unless the file it loads matches
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, MODEL_WEIGHTS_SHA256, PUBLIC_URL, env
+from .base import CELERY_BROKER_URL, DATABASES, LOGGING, METRICS_TOKEN, MODEL_WEIGHTS_SHA256, PUBLIC_URL, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")  # no default: missing -> ImproperlyConfigured
@@ -57,3 +57,20 @@ SILENCED_SYSTEM_CHECKS = ["security.W021"]
 # Callbacks over https only; a loopback target only where an allow-list names it.
 WEBHOOK_REQUIRE_HTTPS = env.bool("CXRQ_WEBHOOK_REQUIRE_HTTPS", default=True)
 WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=False)
+
+# --- Metrics and logs (docs/observability.md) ---
+# JSON lines for the log collector; text stays available for a person at a console.
+LOG_FORMAT = env.str("CXRQ_LOG_FORMAT", default="json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("CXRQ_LOG_FORMAT must be json or text")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# Metrics only with the token: a caller on loopback may be a proxy relaying anyone. Without a
+# token every scrape is refused (401), nothing else changes.
+METRICS_ALLOW_LOOPBACK = env.bool("CXRQ_METRICS_ALLOW_LOOPBACK", default=False)
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("CXRQ_METRICS_TOKEN must be a real secret of 32+ characters")
+# Scraped from inside the network (another container): every address, the token guards it.
+WORKER_METRICS_PORT = env.int("CXRQ_WORKER_METRICS_PORT", default=9808)
+WORKER_METRICS_ADDRESS = env.str("CXRQ_WORKER_METRICS_ADDRESS", default="0.0.0.0")
+# Scrapes come from inside the network, like health probes: not redirected to https.
+SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]

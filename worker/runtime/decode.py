@@ -19,6 +19,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from worker.metrics import timed_decode
+
 
 class DecodeError(Exception):
     def __init__(self, code: str, message: str):
@@ -86,6 +88,7 @@ def decode_dicom(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.
     return arr, maxval
 
 
+@timed_decode
 def decode(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.ndarray, int]:
     if _is_dicom(data):
         return decode_dicom(data, apply_voi_lut=apply_voi_lut)

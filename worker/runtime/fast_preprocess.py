@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse
 from PIL import Image
 
+from worker.metrics import timed_decode
 from worker.runtime.preprocess import (
     INPUT_SIZE,
     center_crop_box,
@@ -72,6 +73,7 @@ def draft_operator(
     return matrix, np.asarray(matrix.astype(np.float64).sum(axis=1)).ravel()
 
 
+@timed_decode
 def _reduced_jpeg(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
     """(pixels decoded at 1/scale, full height, full width, scale), or None when not worth it."""
     if data[:3] != b"\xff\xd8\xff":
