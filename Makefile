@@ -15,7 +15,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The command-line client (cli/, docs/cli.md), a package of its own: installed as a copy, not
+# editable (VENV may be shared by several clones), again whenever its sources change.
+CLI_STAMP := $(VENV)/.cxrq-cli-installed
+$(CLI_STAMP): $(STAMP) cli/pyproject.toml $(wildcard cli/cxrq_cli/*.py)
+	$(PY) -m pip install --quiet --no-build-isolation ./cli 2>/dev/null || $(PY) -m pip install --quiet ./cli
+	@touch $(CLI_STAMP)
+
+install: $(STAMP) $(CLI_STAMP)
 
 run: install
 	$(PY) manage.py migrate --noinput
@@ -31,8 +38,8 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check backend worker tools tests loadtest
-	$(VENV)/bin/ruff format --check backend worker tools tests loadtest
+	$(VENV)/bin/ruff check backend worker tools tests loadtest cli
+	$(VENV)/bin/ruff format --check backend worker tools tests loadtest cli
 
 # The load test: reference and cxrq, 10 and 20 users, 120 s each, plus the step test.
 LOADTEST_ARGS ?= --step

@@ -1,0 +1,150 @@
+"""The command-line client (cli/) run as a user runs it: `python -m cxrq_cli`, a process of its own,
+against the real web server (backend/edge/server.py, as tests/contract starts it) on the test
+database, its jobs finished by a real worker on the fake runtime where a test needs results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from backend.edge.server import server_argv
+from tests.factories import DATA, ROOT, client_and_key, png_bytes, process_env
+
+CLI_ROOT = ROOT / "cli"
+# The package's own modules, for the tests that call them directly (the processes get PYTHONPATH).
+if str(CLI_ROOT) not in sys.path:
+    sys.path.insert(0, str(CLI_ROOT))
+
+# No default rate or per-client queue cap (a test that wants a rate sets the client's own); the
+# long-poll limited to 5 s, below the CLI's 30 s, so the CLI must adapt to the server's limit.
+SERVER_ENV = {
+    "DJANGO_DEBUG": "false",
+    "CXRQ_UPLOAD_RATE": "0",
+    "CXRQ_READ_RATE": "0",
+    "CXRQ_CLIENT_MAX_QUEUED_JOBS": "0",
+    "CXRQ_LONG_POLL_MAX_SECONDS": "5",
+}
+FAKE_WORKER = {"CXRQ_MODEL_FAKE": "1", "CXRQ_FAKE_BATCH_MS": "20"}
+# The sample images the server accepts (PNG, JPEG and a DICOM with its preamble).
+SAMPLES = ["00000001_000.png", "16747_3_1.jpg", "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    key: str
+    client_name: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cli_server(tmp_path) -> Iterator[Server]:
+    """gunicorn + uvicorn workers on a free loopback port, with a submit key of a client of its own."""
+    _, key = client_and_key(name="cli")
+    port = _free_port()
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            server_argv(f"127.0.0.1:{port}", workers=1),
+            cwd=ROOT,
+            env=process_env(SERVER_ENV),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log=log, key=key, client_name="cli")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"{server.url}/api/v1/health", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def cli_env(server: Server | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a `cxrq` process: this checkout's package first on the path, the server's
+    URL and key in CXRQ_URL / CXRQ_API_KEY, a wide terminal so tables do not wrap."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXRQ_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(CLI_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["COLUMNS"] = "200"
+    env["PYTHONUNBUFFERED"] = "1"
+    if server is not None:
+        env["CXRQ_URL"] = server.url
+        env["CXRQ_API_KEY"] = server.key
+    env.update(extra)
+    return env
+
+
+def cxrq_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cxrq_cli", *args]
+
+
+@pytest.fixture
+def cxrq(cli_server) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `cxrq ARGS` to its end against the live server (env: more or other variables)."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            cxrq_argv(*args),
+            cwd=ROOT,
+            env=cli_env(cli_server, **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Callable[..., Path]:
+    """A folder of images: generated PNGs (distinct bytes) and, optionally, the sample files."""
+
+    def make(n: int, samples: bool = False, name: str = "images") -> Path:
+        root = tmp_path / name
+        (root / "nested" / "deeper").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            where = root if i % 3 == 0 else root / "nested" if i % 3 == 1 else root / "nested" / "deeper"
+            (where / f"gen-{i:03d}.png").write_bytes(png_bytes(seed=i))
+        if samples:
+            for sample in SAMPLES:
+                shutil.copy(DATA / sample, root / "nested" / sample)
+        return root
+
+    return make
+
+
+def sigint(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
