@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,17 @@ def summarize(
     out["inference_results_per_s"] = out["cache_miss"]["results_per_s"]
     queue = _load_queue(outdir)
     out["queue_depth_max"] = max((q for _, q in queue), default=None)
+    cpu_file = outdir / "cpu.json"
+    if cpu_file.exists():
+        # CPU per result: every part's CPU seconds over the run, by the results it delivered.
+        cpu = json.loads(cpu_file.read_text())
+        results = sum(len([s for s in samples if s[1] == "E2E" and s[2] == sc and s[4]]) for sc in SCENARIOS)
+        out["cpu_seconds"] = cpu
+        out["cpu_ms_per_result"] = round(sum(cpu.values()) * 1000 / max(results, 1), 1)
+        out["server_cpu_ms_per_result"] = round(
+            sum(v for k, v in cpu.items() if k != "locust") * 1000 / max(results, 1), 1
+        )
+        out["requests_per_s"] = round(out["requests_total"] / duration, 2)
     if step_seconds:
         out["steps"] = _steps(samples, t0, step_seconds, step_start, step_users)
         over = [s for s in out["steps"] if s["cache_miss_p95_ms"] and s["cache_miss_p95_ms"] > KNEE_P95_MS]
@@ -203,6 +215,23 @@ def markdown(summaries: list[dict]) -> str:
             f"{h['p50']} / {h['p95']} / {h['p99']} | {u['p50']} / {u['p95']} | "
             f"{s['results_per_s']} ({s['inference_results_per_s']}) | {s['failures_total']} of {s['requests_total']} |"
         )
+    with_cpu = [s for s in summaries if s.get("cpu_seconds")]
+    if with_cpu:
+        lines += [
+            "",
+            "CPU per result: CPU seconds of every part during the run over the results delivered (database "
+            "and broker: all of the machine's PostgreSQL and Redis processes).",
+            "",
+            "| configuration | users | requests/s | results/s | CPU ms per result (servers only) | CPU s: web / worker / database / broker / locust |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in with_cpu:
+            c = s["cpu_seconds"]
+            parts = " / ".join(str(c.get(k, 0)) for k in ("web", "worker", "database", "broker", "locust"))
+            lines.append(
+                f"| {s['config']} | {s['users'] or 'step'} | {s['requests_per_s']} | {s['results_per_s']} | "
+                f"{s['cpu_ms_per_result']} ({s['server_cpu_ms_per_result']}) | {parts} |"
+            )
     for s in summaries:
         if "steps" in s:
             lines += [

@@ -139,6 +139,37 @@ class ProcessStack:
             raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}")
         return proc
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far, by part: `web`, `worker` (each process with its live children,
+        and the children it has reaped), and the machine's `database` and `broker` servers (all
+        of PostgreSQL's and Redis's processes: on a shared machine they include others' use)."""
+        import psutil
+
+        totals: dict[str, float] = {}
+
+        def add(part: str, proc: psutil.Process, reaped: bool) -> None:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                used = t.user + t.system + ((t.children_user + t.children_system) if reaped else 0.0)
+                totals[part] = totals.get(part, 0.0) + used
+
+        for popen in self.procs:
+            if popen.poll() is not None:
+                continue
+            part = "web" if Path(popen.log_path).name.startswith("web") else "worker"
+            with contextlib.suppress(psutil.Error):
+                top = psutil.Process(popen.pid)
+                add(part, top, reaped=True)
+                for child in top.children(recursive=True):
+                    add(part, child, reaped=False)
+        for proc in psutil.process_iter(["name"]):
+            name = proc.info["name"] or ""
+            if name.startswith("postgres"):
+                add("database", proc, reaped=False)
+            elif name.startswith("redis-server"):
+                add("broker", proc, reaped=False)
+        return totals
+
     @staticmethod
     def log_of(proc: subprocess.Popen) -> str:
         return Path(proc.log_path).read_text(errors="replace")
