@@ -21,6 +21,8 @@ urlpatterns = [
         name="redoc",
     ),
     path("api/v1/", include("backend.jobs.urls")),
+    # The web client for people (docs/web.md): last, so every path above keeps its meaning.
+    path("", include("backend.web.urls")),
 ]
 
 handler400 = "backend.core.views.bad_request"

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "backend.jobs",
     "backend.audit",
     "backend.webhooks",
+    "backend.web",  # the web client for people at / (docs/web.md)
     # Prometheus metrics (docs/observability.md). django_prometheus is used for its middleware only:
     # as an app it would import prometheus_client in gunicorn's master, before backend.metrics
     # has chosen the folder its workers count in.
@@ -314,6 +315,11 @@ WEBHOOK_SWEEP_SECONDS = env.float("CXRQ_WEBHOOK_SWEEP_SECONDS", default=30.0)
 BATCH_MAX_IMAGES = env.int("CXRQ_BATCH_MAX_IMAGES", default=64)
 # A whole POST /api/v1/batches body, in bytes (each image is still held to UPLOAD_MAX_BYTES).
 BATCH_MAX_BYTES = env.int("CXRQ_BATCH_MAX_BYTES", default=256 * 1024 * 1024)
+# --- The web client at / (backend/web/, docs/web.md) ---
+# A browser's signed-in session lasts this many seconds; then the key is asked for again.
+WEB_SESSION_SECONDS = env.int("CXRQ_WEB_SESSION_SECONDS", default=8 * 3600)
+# Sign-in attempts per address ("0": no limit); a key is 190 random bits, this only bounds the noise.
+WEB_SIGN_IN_RATE = env.str("CXRQ_WEB_SIGN_IN_RATE", default="30/min")
 
 # --- Upload limits ---
 UPLOAD_MAX_BYTES = env.int("CXRQ_UPLOAD_MAX_BYTES", default=32 * 1024 * 1024)
