@@ -45,6 +45,7 @@ class Command(BaseCommand):
                     "cxrq is starting",
                     f"  database : {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
                     f"  broker   : {settings.CELERY_BROKER_URL.split('@')[-1]}",
+                    f"  open     : {base}/   (the web client: sign in with the API key below)",
                     f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
                     f"  admin    : {base}/admin/",
                     "  add admin: .venv/bin/python manage.py createsuperuser",
