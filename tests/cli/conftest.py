@@ -7,19 +7,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from backend.edge.server import server_argv
-from tests.factories import DATA, ROOT, client_and_key, png_bytes, process_env
+from tests.factories import DATA, ROOT, client_and_key, png_bytes
 
 CLI_ROOT = ROOT / "cli"
 # The package's own modules, for the tests that call them directly (the processes get PYTHONPATH).
@@ -49,42 +45,14 @@ class Server:
     client_name: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def cli_server(tmp_path) -> Iterator[Server]:
-    """gunicorn + uvicorn workers on a free loopback port, with a submit key of a client of its own."""
+def cli_server(start_web) -> Server:
+    """gunicorn + uvicorn workers on a free loopback port (tests/conftest.py), with a submit key of a
+    client of its own."""
     _, key = client_and_key(name="cli")
-    port = _free_port()
-    log = tmp_path / "web.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            server_argv(f"127.0.0.1:{port}", workers=1),
-            cwd=ROOT,
-            env=process_env(SERVER_ENV),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log=log, key=key, client_name="cli")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(f"{server.url}/api/v1/health", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    yield server
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    web = start_web(SERVER_ENV)
+    web.wait_ready()
+    return Server(url=web.url, proc=web.proc, log=web.log_path, key=key, client_name="cli")
 
 
 def cli_env(server: Server | None = None, **extra: str) -> dict[str, str]:

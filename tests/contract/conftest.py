@@ -3,18 +3,13 @@ the test database, for the contract tests: schemathesis over HTTP and the docs p
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from backend.edge.server import server_argv
-from tests.factories import ROOT, client_and_key, process_env
+from tests.factories import client_and_key
 
 # No rate or per-client queue cap (a refusal would hide the success paths); waits bounded to 2 s so a
 # generated `wait` cannot hold the run.
@@ -40,34 +35,10 @@ class LiveServer:
 
 
 @pytest.fixture
-def contract_server(tmp_path) -> Iterator[LiveServer]:
-    """gunicorn + uvicorn workers on a free loopback port, with a submit key of a client of its own."""
+def contract_server(start_web) -> LiveServer:
+    """gunicorn + uvicorn workers on a free loopback port (tests/conftest.py), with a submit key of a
+    client of its own."""
     _, key = client_and_key(name="contract")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "web.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            server_argv(f"127.0.0.1:{port}", workers=1),
-            cwd=ROOT,
-            env=process_env(SERVER_ENV),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", proc=proc, log=log, key=key)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(f"{server.url}/api/v1/health", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    yield server
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    web = start_web(SERVER_ENV)
+    web.wait_ready()
+    return LiveServer(url=web.url, proc=web.proc, log=web.log_path, key=key)

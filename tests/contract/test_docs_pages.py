@@ -9,8 +9,6 @@ Chromium is Debian's (/usr/bin/chromium, or CXRQ_CHROMIUM), never a browser down
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -18,16 +16,12 @@ import requests
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = os.environ.get("CXRQ_CHROMIUM", "/usr/bin/chromium")
+from tests.browser import CHROMIUM, needs_chromium
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"Chromium not found at {CHROMIUM}: install Debian's, as root `apt-get update && "
-        "apt-get install -y chromium` (`make test` does it when run as root), or set CXRQ_CHROMIUM",
-    ),
+    needs_chromium,
 ]
 
 # Every CSP violation the page reports, whatever the console says.

@@ -9,26 +9,21 @@ Screenshots go to docs/screenshots/web-client-*.png.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from tests.browser import CHROMIUM, needs_chromium
 from tests.factories import DATA, ROOT, client_and_key
 
-CHROMIUM = os.environ.get("CXRQ_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "docs" / "screenshots"
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"Chromium not found at {CHROMIUM}: install Debian's, as root `apt-get update && "
-        "apt-get install -y chromium`, or set CXRQ_CHROMIUM",
-    ),
+    needs_chromium,
 ]
 
 PNG = DATA / "00000001_000.png"

@@ -1,0 +1,18 @@
+"""What the browser tests share: Debian's Chromium (never a browser downloaded by `playwright
+install`; `make test` installs the package when run as root), and the skip that says what to
+install where it is missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CXRQ_CHROMIUM", "/usr/bin/chromium")
+
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"Chromium not found at {CHROMIUM}: install Debian's, as root `apt-get update && "
+    "apt-get install -y chromium` (`make test` does it when run as root), or set CXRQ_CHROMIUM",
+)
