@@ -16,3 +16,15 @@ needs_chromium = pytest.mark.skipif(
     reason=f"Chromium not found at {CHROMIUM}: install Debian's, as root `apt-get update && "
     "apt-get install -y chromium` (`make test` does it when run as root), or set CXRQ_CHROMIUM",
 )
+
+
+def screenshots_dir(tmp_path: Path) -> Path:
+    """Where a browser test saves its screenshots: docs/screenshots/ when CXRQ_SCREENSHOTS=docs (to
+    refresh the ones the docs show: `make screenshots`), else the test's own folder, so that a test
+    run never changes a committed file."""
+    if os.environ.get("CXRQ_SCREENSHOTS") == "docs":
+        folder = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+    else:
+        folder = tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -15,10 +15,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.browser import CHROMIUM, needs_chromium
-from tests.factories import DATA, ROOT, client_and_key
-
-SHOTS = ROOT / "docs" / "screenshots"
+from tests.browser import CHROMIUM, needs_chromium, screenshots_dir
+from tests.factories import DATA, client_and_key
 
 pytestmark = [
     pytest.mark.slow,
@@ -56,14 +54,14 @@ def check_accessibility(page, axe, name: str, found: dict) -> None:
     assert serious(results) == [], (name, serious(results))
 
 
-def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_web, start_worker):
+def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_web, start_worker, tmp_path):
     from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import expect, sync_playwright
 
     _, key = client_and_key(name="radiology-ward")
     server = start_web(SERVER_ENV)
     server.wait_ready()
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = screenshots_dir(tmp_path)
     outside: list[str] = []
     errors: list[str] = []
     watch_requests: list[float] = []
@@ -102,7 +100,7 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
             page.get_by_label("API key").fill(key)
             page.get_by_label("API key").press("Enter")
             expect(page.locator(".account")).to_contain_text("radiology-ward")
-            page.screenshot(path=str(SHOTS / "web-client-signed-in.png"), full_page=True)
+            page.screenshot(path=str(shots / "web-client-signed-in.png"), full_page=True)
 
             # --- upload three files; no worker yet, so they wait in the queue
             page.set_input_files("#images", [str(PNG), str(DICOM), str(THIRD)])
@@ -117,7 +115,7 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
             expect(page.locator(".upload-card", has_text=THIRD.name).locator(".queue")).to_contain_text(
                 "ahead"
             )
-            page.screenshot(path=str(SHOTS / "web-client-queued.png"), full_page=True)
+            page.screenshot(path=str(shots / "web-client-queued.png"), full_page=True)
 
             # --- cancel the third while it is queued
             third = page.locator(".upload-card", has_text=THIRD.name)
@@ -159,7 +157,7 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
                 for word in ("Model version", "Weights", "Backend", "Precision"):
                     assert word in provenance, (word, provenance)
             page.locator(".upload-card", has_text=DICOM.name).scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "web-client-results.png"), full_page=True)
+            page.screenshot(path=str(shots / "web-client-results.png"), full_page=True)
             check_accessibility(page, axe, "home-with-results", axe_found)
 
             # --- downloads
@@ -174,7 +172,7 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
             dicom_card.get_by_role("link", name="Open this job on its own page").click()
             expect(page.get_by_role("heading", level=1)).to_contain_text("Job")
             expect(page.locator("svg.bar-chart g.bar-row")).to_have_count(18)
-            page.screenshot(path=str(SHOTS / "web-client-job.png"), full_page=True)
+            page.screenshot(path=str(shots / "web-client-job.png"), full_page=True)
             check_accessibility(page, axe, "job-page", axe_found)
             page.goto(f"{server.url}/")
             page.get_by_label("Status").select_option("cancelled")
@@ -186,7 +184,7 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
             page.set_viewport_size({"width": 768, "height": 1024})
             page.goto(f"{server.url}/")
             assert page.evaluate("document.documentElement.scrollWidth") <= 768
-            page.screenshot(path=str(SHOTS / "web-client-tablet.png"), full_page=True)
+            page.screenshot(path=str(shots / "web-client-tablet.png"), full_page=True)
             check_accessibility(page, axe, "home-tablet", axe_found)
 
             # --- sign out: the session is gone, pages ask for the key again
