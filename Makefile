@@ -37,6 +37,11 @@ test: install
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "make test: could not install chromium; the docs-page test will skip"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Refresh the screenshots in docs/screenshots/ from the browser tests (a plain test run keeps its own).
+.PHONY: screenshots
+screenshots: install
+	CXRQ_SCREENSHOTS=docs $(PY) -m pytest tests/web/test_browser.py tests/dashboard -q -m slow
+
 lint: install
 	$(VENV)/bin/ruff check backend worker tools tests loadtest cli
 	$(VENV)/bin/ruff format --check backend worker tools tests loadtest cli

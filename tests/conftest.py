@@ -30,6 +30,15 @@ def _fresh_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_read_events_from_earlier_tests() -> None:
+    """Audit reads are buffered per process (backend/audit/services.py): drop what an earlier test
+    left, or its reads would be written into this test's database at the next flush."""
+    from backend.audit.services import drop_buffered_reads
+
+    drop_buffered_reads()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_media(settings, tmp_path) -> Path:
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT

@@ -91,3 +91,11 @@ def flush_reads() -> int:
             logger.warning("event=audit_reads_lost count=%d", len(events), exc_info=True)
             return 0
     return len(events)
+
+
+def drop_buffered_reads() -> int:
+    """Forget the read events not yet written (tests: one test's reads must not be written into the
+    next test's database). The number dropped."""
+    with _reads.lock:
+        dropped, _reads.events, _reads.since = len(_reads.events), [], time.monotonic()
+    return dropped

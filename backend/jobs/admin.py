@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from backend.audit.actors import actor_from_request
-from backend.audit.services import audit_write
-from backend.jobs import selectors
+from backend.audit.services import audit_read, audit_write
+from backend.jobs import selectors, thumbnails
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
-from backend.jobs.services import operators
+from backend.jobs.services import deletion, operators
 from backend.webhooks.admin import WebhookDeliveryInline
 
 
@@ -45,6 +48,7 @@ class JobResultInline(admin.StackedInline):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = (
+        "preview",
         "id",
         "client",
         "status",
@@ -62,6 +66,8 @@ class JobAdmin(admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
         "image_format",
         "model_version",
+        "priority",
+        "error_code",
     )
     search_fields = ("=id", "sha256")
     date_hierarchy = "created_at"
@@ -69,6 +75,39 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 100
     inlines = (JobResultInline, WebhookDeliveryInline)
     readonly_fields = [f.name for f in Job._meta.fields]
+
+    def get_urls(self):
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [path("<uuid:job_id>/preview.png", preview, name="jobs_job_preview"), *super().get_urls()]
+
+    def preview_view(self, request, job_id):
+        """The job's stored image as a small PNG, for staff who may view jobs; audited like any read
+        of a job's data by a person."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = Job.objects.filter(id=job_id).first()
+        try:
+            png = thumbnails.preview_of(job) if job else None
+        except thumbnails.ThumbnailError:
+            png = None
+        if png is None:
+            raise Http404("no stored image")
+        audit_read(
+            actor=actor_from_request(request),
+            action="job.image_viewed",
+            job_id=job.id,
+            details={"via": "admin"},
+        )
+        return HttpResponse(png, content_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    @admin.display(description="image")
+    def preview(self, obj: Job) -> str:
+        if not obj.upload or obj.image_deleted_at is not None:
+            return "-"
+        url = reverse("admin:jobs_job_preview", kwargs={"job_id": obj.id})
+        return format_html(
+            '<img src="{}" alt="" width="48" height="48" loading="lazy" style="object-fit:cover">', url
+        )
 
     def get_search_results(self, request, queryset, search_term):
         # `=id` on a UUID field fails on malformed input; fall back to sha256 only.
@@ -81,7 +120,7 @@ class JobAdmin(admin.ModelAdmin):
             return queryset.filter(sha256__startswith=term.lower()) if term else queryset, False
         return queryset.filter(id=term), False
 
-    actions = ("requeue_selected", "fail_selected")
+    actions = ("requeue_selected", "fail_selected", "cancel_queued_selected", "purge_image_selected")
 
     def has_add_permission(self, request):
         return False
@@ -102,7 +141,11 @@ class JobAdmin(admin.ModelAdmin):
         done = operators.job_requeue(
             job_ids=ids, statuses=(JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FAILED)
         )
-        audit_write(actor=actor_from_request(request), action="job.requeued", job_ids=done)
+        # One event per job requeued; one without a job when none was (the attempt is on record).
+        details = {"requeued": len(done), "selected": len(ids)}
+        audit_write(
+            actor=actor_from_request(request), action="job.requeued", job_ids=done or [None], details=details
+        )
         self.message_user(request, f"Requeued {len(done)} of {len(ids)} jobs.")
 
     @admin.action(description="Fail selected jobs (queued or stuck)", permissions=["operate"])
@@ -115,6 +158,36 @@ class JobAdmin(admin.ModelAdmin):
             actor=actor_from_request(request), action="job.failed_by_operator", job_ids=ids, details=details
         )
         self.message_user(request, f"Failed {n} of {len(ids)} jobs.")
+
+    @admin.action(description="Cancel selected jobs (queued)", permissions=["operate"])
+    def cancel_queued_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        reason = f"Cancelled by {request.user} in the admin before it ran."
+        done = operators.job_cancel_queued(job_ids=ids, reason=reason)
+        details = {"cancelled": len(done), "selected": len(ids)}
+        audit_write(
+            actor=actor_from_request(request),
+            action="job.cancelled_by_operator",
+            job_ids=done or [None],
+            details=details,
+        )
+        self.message_user(request, f"Cancelled {len(done)} of {len(ids)} jobs (only queued ones are).")
+
+    @admin.action(
+        description="Purge the stored image of selected jobs (ended ones; results kept)",
+        permissions=["operate"],
+    )
+    def purge_image_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        done = deletion.images_delete(ids)
+        details = {"purged": len(done), "selected": len(ids), "via": "admin"}
+        audit_write(
+            actor=actor_from_request(request),
+            action="job.image_purged",
+            job_ids=done or [None],
+            details=details,
+        )
+        self.message_user(request, f"Purged the stored image of {len(done)} of {len(ids)} jobs.")
 
     @admin.display(description="sha256", ordering="sha256")
     def sha256_prefix(self, obj: Job) -> str:

@@ -158,6 +158,8 @@ class Job(models.Model):
             models.Index(fields=["status", "model_version", "client", "created_at"], name="job_claim_idx"),
             models.Index(fields=["sha256"], name="job_sha256_idx"),
             models.Index(fields=["client", "-created_at"], name="job_client_created_idx"),
+            # What ended lately: the dashboard's last hour, the ETA's throughput window, retention.
+            models.Index(fields=["finished_at"], name="job_finished_at_idx"),
         ]
 
     def __str__(self) -> str:

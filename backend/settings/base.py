@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "backend.jobs",
     "backend.audit",
     "backend.webhooks",
+    "backend.dashboard",  # the operator dashboard in the admin (docs/operations.md#operator-dashboard)
     "backend.web",  # the web client for people at / (docs/web.md)
     # Prometheus metrics (docs/observability.md). django_prometheus is used for its middleware only:
     # as an app it would import prometheus_client in gunicorn's master, before backend.metrics

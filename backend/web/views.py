@@ -25,11 +25,12 @@ from backend.edge import waiting
 from backend.edge.asgi import body_limit
 from backend.jobs import errors as job_errors
 from backend.jobs import selectors as job_selectors
+from backend.jobs import thumbnails
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.serializers import JobOutputSerializer
 from backend.jobs.services import cancellation, deletion, intake
 from backend.metrics.uploads import count_upload
-from backend.web import errors, results, selectors, session, thumbnails
+from backend.web import errors, results, selectors, session
 
 STATUS_CHOICES = [(s.value.lower(), s.label.capitalize()) for s in JobStatus]
 ACCEPT = ".png,.jpg,.jpeg,.dcm,.dicom,image/png,image/jpeg,application/dicom"
@@ -281,10 +282,8 @@ def thumbnail(request: HttpRequest, who: session.Signed, job_id: str) -> HttpRes
     if etag in request.headers.get("If-None-Match", ""):
         return HttpResponse(status=304, headers=headers)
     try:
-        with job.upload.open("rb") as stored:
-            data = stored.read()
-        png = thumbnails.render(data)
-    except (OSError, thumbnails.ThumbnailError) as exc:
+        png = thumbnails.preview_of(job)
+    except thumbnails.ThumbnailError as exc:
         raise errors.ImageNotAvailable("The stored image could not be read for a preview.") from exc
     audit_read(actor=who.actor(request), action="job.image_viewed", job_id=job.id, details={"via": "web"})
     return HttpResponse(png, content_type="image/png", headers=headers)

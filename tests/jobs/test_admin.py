@@ -93,3 +93,30 @@ def test_admin_sign_in_is_locked_out_after_repeated_failures(client, settings):
     )
     assert locked.status_code == 429  # even the right password, from that address, for a while
     assert "_auth_user_id" not in client.session
+
+
+def test_the_job_list_shows_each_stored_image_as_a_small_preview(admin_client, api):
+    import io
+
+    from PIL import Image
+
+    from backend.audit.models import AuditEvent
+    from backend.audit.services import flush_reads
+    from backend.jobs.services import deletion
+
+    job_id = post_image(api, png_bytes(size=(640, 480), seed=4)).json()["id"]
+    url = f"/admin/jobs/job/{job_id}/preview.png"
+    assert f'src="{url}"' in admin_client.get("/admin/jobs/job/").content.decode()
+    response = admin_client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert max(Image.open(io.BytesIO(response.content)).size) <= 512
+    flush_reads()
+    assert AuditEvent.objects.filter(action="job.image_viewed", job_id=job_id).exists()
+    # Not for someone who is not signed in to the admin; gone once the image is.
+    from django.test import Client
+
+    assert Client().get(url).status_code == 302
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    assert deletion.images_delete([job_id]) == [Job.objects.get(id=job_id).id]
+    assert admin_client.get(url).status_code == 404
+    assert f'src="{url}"' not in admin_client.get("/admin/jobs/job/").content.decode()

@@ -160,13 +160,33 @@ def _retention(client: Client) -> Actor:
 
 
 def _delete_images(jobs: QuerySet[Job], *, now: datetime) -> list[uuid.UUID]:
-    """The stored image of up to PURGE_CHUNK of `jobs`; the job and its result stay."""
+    """The stored image of up to PURGE_CHUNK of `jobs` that have ended; the job and its result stay.
+    The rows are locked while it runs (PostgreSQL), so a job cannot be requeued in between (an
+    operator's requeue skips jobs without an image)."""
+    ended = [s for s in JobStatus.ended() if s != JobStatus.DELETED]
     with transaction.atomic():
-        rows = list(jobs.values_list("id", "upload")[:PURGE_CHUNK])
+        candidates = jobs.filter(status__in=ended, image_deleted_at__isnull=True)
+        rows = list(candidates.select_for_update(skip_locked=True).values_list("id", "upload")[:PURGE_CHUNK])
         ids = [job_id for job_id, _ in rows]
         if not ids:
             return []
-        Job.objects.filter(id__in=ids, image_deleted_at__isnull=True).update(image_deleted_at=now, upload="")
+        Job.objects.filter(id__in=ids).update(image_deleted_at=now, upload="")
         files = [name for _, name in rows if name]
         transaction.on_commit(lambda: _delete_files(files))
     return ids
+
+
+def images_delete(job_ids: list[uuid.UUID], *, now: datetime | None = None) -> list[uuid.UUID]:
+    """Delete the stored image of these jobs now (an operator's purge, before retention would);
+    each job and its result stay, so a cache hit still answers. Only ended jobs that still have
+    one (succeeded, failed, cancelled): a queued or running job needs its image. Not audited here:
+    the caller knows the actor. The ids of the jobs whose image went."""
+    jobs = Job.objects.filter(
+        id__in=list(job_ids),
+        status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED),
+        image_deleted_at__isnull=True,
+    )
+    deleted: list[uuid.UUID] = []
+    while ids := _delete_images(jobs, now=now or timezone.now()):
+        deleted += ids
+    return deleted

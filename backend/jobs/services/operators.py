@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.models import Job, JobStatus, Transition
-from backend.jobs.services.transitions import to_queue, to_terminal
+from backend.jobs.services.transitions import CANCELLED_CODE, to_queue, to_terminal
 
 
 def job_requeue(*, job_ids: list[uuid.UUID], statuses: tuple[str, ...]) -> list[uuid.UUID]:
@@ -50,3 +50,22 @@ def job_fail_by_operator(*, job_ids: list[uuid.UUID], reason: str) -> int:
         error_code="failed_by_operator",
         error_message=reason,
     )
+
+
+def job_cancel_queued(*, job_ids: list[uuid.UUID], reason: str) -> list[uuid.UUID]:
+    """QUEUED -> CANCELLED for any client's jobs, by an operator (cancellation.job_cancel is a
+    client's own, one job at a time). Jobs in any other status are left as they are: a running
+    batch is not interrupted here. The ids of the jobs cancelled."""
+    ids = list(Job.objects.filter(id__in=job_ids, status=JobStatus.QUEUED).values_list("id", flat=True))
+    if not ids:
+        return []
+    to_terminal(
+        Job.objects.filter(id__in=ids, status=JobStatus.QUEUED),
+        transition=Transition.CANCEL,
+        status=JobStatus.CANCELLED,
+        error_code=CANCELLED_CODE,
+        error_message=reason,
+    )
+    # Only those this move ended (a worker may have claimed one in between).
+    ended = Job.objects.filter(id__in=ids, status=JobStatus.CANCELLED, error_message=reason)
+    return list(ended.values_list("id", flat=True))

@@ -33,6 +33,19 @@ class ThumbnailError(Exception):
     """The stored bytes could not be decoded (should not happen: intake decoded them once)."""
 
 
+def preview_of(job) -> bytes:
+    """The PNG preview of a job's stored image (the web client's and the admin's); ThumbnailError
+    when the job has none any more (deleted, purged) or the file cannot be read."""
+    if not job.upload or job.image_deleted_at is not None:
+        raise ThumbnailError("no stored image")
+    try:
+        with job.upload.open("rb") as stored:
+            data = stored.read()
+    except OSError as exc:
+        raise ThumbnailError("the stored image could not be read") from exc
+    return render(data)
+
+
 def render(data: bytes, *, max_side: int = MAX_SIDE) -> bytes:
     """PNG bytes of an 8-bit greyscale preview, at most max_side pixels on its longer side."""
     try:
