@@ -15,7 +15,7 @@ cache-hit ratio                 the audit log's job.created vs job.deduplicated 
 worker heartbeats               the freshest MAX_WORKERS heartbeat rows
 webhooks                        deliveries GROUP BY status (the due index leads with status); outcomes of
                                 the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW attempts by primary key, as
-                                /metrics classifies them (backend/metrics/collectors.attempt_outcome)
+                                /metrics classifies them (backend/webhooks/outcomes.attempt_outcome)
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from django.utils import timezone
 from backend.audit.models import AuditEvent
 from backend.jobs import selectors as job_selectors
 from backend.jobs.models import Job, JobStatus, Priority, WorkerHeartbeat
-from backend.metrics.collectors import ATTEMPT_OUTCOMES, attempt_outcome
 from backend.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from backend.webhooks.outcomes import ATTEMPT_OUTCOMES, attempt_outcome
 
 WINDOW = timedelta(hours=1)
 THROUGHPUT_BUCKET = timedelta(minutes=1)

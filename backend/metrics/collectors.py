@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from backend.jobs.models import Job, JobStatus, Priority, WorkerHeartbeat
 from backend.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from backend.webhooks.outcomes import ATTEMPT_OUTCOMES, attempt_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ OTHER_CLIENTS = "other"
 # At most this many heartbeat rows become series (the freshest); a row per lost process stays
 # until someone removes it, so a long-lived database could otherwise hold many.
 MAX_HEARTBEAT_SERIES = 100
-ATTEMPT_ERRORS = ("timeout", "connect_error", "dns_error", "refused")
-ATTEMPT_OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", *ATTEMPT_ERRORS, "other_error")
-
-
-def attempt_outcome(response_code: int | None, error: str) -> str:
-    """A bounded label for one webhook attempt: the status class, or the kind of error."""
-    if response_code is not None:
-        return f"{response_code // 100}xx" if 100 <= response_code < 600 else "other_error"
-    kind = (error or "").split(":", 1)[0].strip()
-    return kind if kind in ATTEMPT_ERRORS else "other_error"
 
 
 class DatabaseCollector:

@@ -178,8 +178,9 @@ def test_retries_after_429_honouring_retry_after(cxrq, cli_server, image_folder)
 
 
 def test_an_interrupted_run_resumes_without_duplicating_jobs(cli_server, image_folder, start_worker):
-    # Slowed to 15 uploads a second, so that Ctrl-C surely comes mid-way.
-    Client.objects.filter(name=cli_server.client_name).update(upload_rate="15/s")
+    # Slowed to 5 uploads a second (the 40 take 8 s), so that Ctrl-C surely comes mid-way even on a
+    # loaded machine.
+    Client.objects.filter(name=cli_server.client_name).update(upload_rate="5/s")
     worker = start_worker(FAKE_WORKER)
     n = 40
     folder = image_folder(n)
@@ -192,7 +193,7 @@ def test_an_interrupted_run_resumes_without_duplicating_jobs(cli_server, image_f
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
-    while Job.objects.count() < 8:
+    while Job.objects.count() < 5:
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.02)
     sigint(first)
@@ -200,7 +201,7 @@ def test_an_interrupted_run_resumes_without_duplicating_jobs(cli_server, image_f
     assert first.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     made = Job.objects.count()
-    assert 8 <= made < n
+    assert 5 <= made < n
 
     second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError
 
-from backend.metrics.collectors import DatabaseCollector, attempt_outcome
+from backend.metrics.collectors import DatabaseCollector
+from backend.webhooks.outcomes import attempt_outcome
 from tests.factories import assert_error, client_and_key, make_jobs, png_bytes, post_image
 
 pytestmark = pytest.mark.django_db
