@@ -382,6 +382,18 @@ def table(rows: list[tuple[str, str, StreamStats]]) -> str:
     return "\n".join(lines)
 
 
+def _tuned_for_this_cpu() -> bool:
+    from django.conf import settings
+
+    from worker.runtime import cpu
+    from worker.runtime.tuned import host_entry
+
+    try:
+        return host_entry(json.loads(settings.TUNED_CONFIG.read_text()), cpu.current()) is not None
+    except (OSError, ValueError):
+        return False
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -391,9 +403,16 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    from worker.runtime import cpu as cpu_signature
+
+    signature = cpu_signature.current()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        # The instruction-set flags that decide the engine's fastest settings, and the signature the
+        # tuned file is keyed by (worker/runtime/cpu.py).
+        "cpu_flags": list(signature.flags),
+        "cpu_signature": signature.key,
         "python": platform.python_version(),
         "load_avg": os.getloadavg(),
     }
@@ -502,6 +521,8 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_p95_ms": round(_pct(totals["fast"].batch_ms, 95), 1),
         },
         "engine_settings": {name: dataclasses.asdict(e) for name, e in engines.items()},
+        # Whether the tuned file had an entry for this CPU (else the built-in defaults ran).
+        "tuned_for_this_cpu": _tuned_for_this_cpu(),
         "images": n,
         "images_per_config": totals["default"].images,
         "rounds": args.rounds,

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench import ROOT, StreamStats, _setup_django, load_samples, machine, run_stream
+from worker.runtime import cpu
+from worker.runtime.tuned import FORMAT, host_entry
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 WORKERS = (0, 1, 2)
@@ -94,7 +96,7 @@ _CHILD = r"""
 import json, os, sys, time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
 import django; django.setup()
-from worker.tune import _runtime, measure
+from tools.tune import _runtime, measure
 from tools.bench import load_samples
 cfg = json.loads(sys.argv[1])
 rt = _runtime(cfg["backend"], cfg["threads"], cfg.get("precision", "fp32"))
@@ -354,8 +356,13 @@ def main(argv: list[str] | None = None) -> dict:
         options |= {"backends": ("torch",), "threads_options": [cores], "batch_options": CUDA_BATCH_SIZES}
         options["workers_options"] = tuple(sorted({1, 2, cores}))
         fast_options = options
+    signature = cpu.current()
     if args.reuse:
-        rows = json.loads(args.reuse.read_text())["sweep"]
+        reused = json.loads(args.reuse.read_text())
+        entry = host_entry(reused, signature) if reused.get("format") == FORMAT else reused
+        if not entry:
+            parser.error(f"{args.reuse} has no entry for this CPU ({signature.key})")
+        rows = entry["sweep"]
     else:
         rows = sweep("fp32", images, args, **options)
         if not args.quick:
@@ -371,13 +378,23 @@ def main(argv: list[str] | None = None) -> dict:
             "multi_process_alternative_fast": fast["multi_process_alternative"],
         }
     tuned |= {
+        "cpu": signature.as_dict(),
         "budget_ms": args.budget_ms,
         "machine": machine(),
         "tuned_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make tune" + (f" TUNE_ARGS='--reuse {args.reuse}'" if args.reuse else ""),
         "sweep": sorted(rows, key=lambda r: (r.get("precision", "fp32"), -r["img_s"])),
     }
-    Path(out).write_text(json.dumps(tuned, indent=2) + "\n")
+    # This CPU's entry, beside the other CPUs' (a file of the old, unkeyed shape is replaced).
+    try:
+        existing = json.loads(Path(out).read_text())
+    except (OSError, ValueError):
+        existing = {}
+    hosts = existing.get("hosts", {}) if existing.get("format") == FORMAT else {}
+    hosts[signature.key] = tuned
+    Path(out).write_text(
+        json.dumps({"format": FORMAT, "hosts": dict(sorted(hosts.items()))}, indent=2) + "\n"
+    )
     print()
     print(
         f"{'precision':9s} {'backend':12s} {'threads':>7s} {'workers':>7s} {'batch':>5s} {'procs':>5s} {'img/s':>7s} {'p95 batch ms':>12s}"
@@ -388,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['batch_max_size']:5d} {r['worker_concurrency']:5d} {r['img_s']:7.1f} {r['p95_batch_ms']:12.1f}"
         )
     print(f"wait sweep (arrivals at 70% of capacity): {tuned['wait_sweep']}")
+    print(f"CPU: {signature.key}")
     print(f"best within p95 <= {args.budget_ms:.0f} ms: {json.dumps(tuned['config'])} -> written to {out}")
     if "config_fast" in tuned:
         print(f"fast mode: {json.dumps(tuned['config_fast'])}")

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT, engine_config_of
+from worker.runtime import cpu
 
 
 @pytest.mark.slow
 def test_the_tuner_writes_a_file_workers_read(tmp_path):
     out = tmp_path / "tuned.json"
+    out.write_text(json.dumps({"format": 2, "hosts": {"Other CPU | 2 cores | avx2": {"config": {}}}}))
     run = subprocess.run(
         [sys.executable, "-m", "tools.tune", "--quick", "--seconds", "0.3", "--out", str(out)],
         cwd=ROOT,
@@ -25,7 +27,14 @@ def test_the_tuner_writes_a_file_workers_read(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "best within p95" in run.stdout
-    tuned = json.loads(out.read_text())
+    # Written under this CPU's signature, beside any other CPU's entry already in the file.
+    written = json.loads(out.read_text())
+    assert written["format"] == 2 and set(written["hosts"]) == {
+        "Other CPU | 2 cores | avx2",
+        cpu.current().key,
+    }
+    tuned = written["hosts"][cpu.current().key]
+    assert tuned["cpu"]["flags"] == list(cpu.current().flags)
     assert tuned["config"]["batch_max_size"] in (1, 4) and tuned["config"]["batch_max_wait_ms"] in (0, 20)
     read = engine_config_of({"CXRQ_TUNED_CONFIG": str(out), "CXRQ_VAR_DIR": str(tmp_path / "var")})
     assert read["batch_max_size"] == tuned["config"]["batch_max_size"]
