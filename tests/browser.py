@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -28,3 +29,32 @@ def screenshots_dir(tmp_path: Path) -> Path:
         folder = tmp_path / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# Every CSP violation the page reports, whatever the console says (read back as window.__csp).
+CSP_PROBE = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+    e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
+LOCAL_SCHEMES = ("data", "blob", "about")
+
+
+def is_local(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in LOCAL_SCHEMES or parsed.hostname == "127.0.0.1"
+
+
+def offline(context, outside: list[str]) -> None:
+    """Record CSP violations in every page of `context`, and end its network at 127.0.0.1: every
+    other request is aborted and its URL appended to `outside`."""
+
+    def route(r) -> None:
+        if is_local(r.request.url):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort("internetdisconnected")
+
+    context.add_init_script(CSP_PROBE)
+    context.route("**/*", route)

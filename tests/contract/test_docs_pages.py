@@ -9,14 +9,12 @@ Chromium is Debian's (/usr/bin/chromium, or CXRQ_CHROMIUM), never a browser down
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 import pytest
 import requests
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from tests.browser import CHROMIUM, needs_chromium
+from tests.browser import CHROMIUM, is_local, needs_chromium, offline
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,13 +22,6 @@ pytestmark = [
     needs_chromium,
 ]
 
-# Every CSP violation the page reports, whatever the console says.
-CSP_PROBE = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation',
-    e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
-"""
-LOCAL_SCHEMES = ("data", "blob", "about")
 # Off-site references hard-coded in a bundle that the CSP is expected to stop before any request is
 # made (so nothing goes out): ReDoc's side menu always shows "API docs by Redocly" with this logo.
 BLOCKED_BY_CSP = {"https://cdn.redoc.ly/redoc/logo-mini.svg": "img-src"}
@@ -43,30 +34,17 @@ class Browser:
     def __init__(self, playwright) -> None:
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         self.context = self.browser.new_context(service_workers="block")
-        self.context.add_init_script(CSP_PROBE)
         self.outside: list[str] = []  # reached the network layer: aborted there
         self.requested_outside: list[str] = []  # asked for by a page, whether or not the CSP let it go
         self.local: list[str] = []
         self.failed: list[str] = []
         self.errors: list[str] = []
-        self.context.route("**/*", self._route)
+        offline(self.context, self.outside)
         self.context.on("request", self._request)
         self.context.on("requestfailed", self._failed)
 
-    @staticmethod
-    def _is_local(url: str) -> bool:
-        parsed = urlparse(url)
-        return parsed.scheme in LOCAL_SCHEMES or parsed.hostname == "127.0.0.1"
-
-    def _route(self, route) -> None:
-        if self._is_local(route.request.url):
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort("internetdisconnected")
-
     def _request(self, request) -> None:
-        if self._is_local(request.url):
+        if is_local(request.url):
             self.local.append(request.url)
         else:
             self.requested_outside.append(request.url)

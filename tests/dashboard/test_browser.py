@@ -10,8 +10,6 @@ Chromium is Debian's (/usr/bin/chromium, or CXRQ_CHROMIUM), never one downloaded
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -19,7 +17,7 @@ from playwright.sync_api import sync_playwright
 
 from backend.webhooks import services as webhooks
 from backend.webhooks.models import WebhookDelivery
-from tests.browser import CHROMIUM, needs_chromium, screenshots_dir
+from tests.browser import CHROMIUM, needs_chromium, offline, screenshots_dir
 from tests.dashboard.test_views import damage
 from tests.factories import png_bytes, post_image
 from tests.webhooks.receiver import Receiver
@@ -31,13 +29,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     needs_chromium,
 ]
-
-# Every CSP violation the page reports, whatever the console says.
-CSP_PROBE = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation',
-    e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
-"""
 
 
 def test_a_staff_member_opens_the_dashboard_in_chromium(start_web, api, worker, settings, tmp_path):
@@ -67,20 +58,11 @@ def test_a_staff_member_opens_the_dashboard_in_chromium(start_web, api, worker, 
     errors: list[str] = []
     outside: list[str] = []
 
-    def route(r) -> None:
-        parsed = urlparse(r.request.url)
-        if parsed.scheme in ("data", "blob", "about") or parsed.hostname == "127.0.0.1":
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort("internetdisconnected")
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-            context.add_init_script(CSP_PROBE)
-            context.route("**/*", route)
+            offline(context, outside)
             page = context.new_page()
             page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))

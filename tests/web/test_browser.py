@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.browser import CHROMIUM, needs_chromium, screenshots_dir
+from tests.browser import CHROMIUM, needs_chromium, offline, screenshots_dir
 from tests.factories import DATA, client_and_key
 
 pytestmark = [
@@ -33,11 +33,6 @@ SERVER_ENV = {
     "CXRQ_READ_RATE": "0",
     "CXRQ_WEB_SIGN_IN_RATE": "0",
 }
-CSP_PROBE = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation',
-    e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
-"""
 
 
 def serious(results: dict) -> list[str]:
@@ -68,19 +63,10 @@ def test_a_clinician_signs_in_uploads_watches_reads_cancels_and_signs_out(start_
     axe_found: dict[str, list[str]] = {}
     axe = Axe()
 
-    def route(r) -> None:
-        parsed = urlparse(r.request.url)
-        if parsed.scheme in ("data", "blob", "about") or parsed.hostname == "127.0.0.1":
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort("internetdisconnected")
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        context.add_init_script(CSP_PROBE)
-        context.route("**/*", route)
+        offline(context, outside)
         context.on("request", lambda r: "/watch?" in r.url and watch_requests.append(time.monotonic()))
         page = context.new_page()
         page.on("console", lambda m: m.type == "error" and errors.append(m.text))
