@@ -116,3 +116,11 @@ def image_folder(tmp_path) -> Callable[..., Path]:
 
 def sigint(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)
+
+
+def as_from_a_terminal() -> None:
+    """Popen's preexec_fn for a child that is to get Ctrl-C: SIGINT back to its default. A test run
+    started as a background job of a non-interactive shell (a CI runner, `make test &`) inherits
+    SIGINT ignored, its children too, and Python installs no KeyboardInterrupt handler for a signal
+    ignored at its start: the CLI would run to its end and exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

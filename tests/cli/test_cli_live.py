@@ -13,7 +13,15 @@ import pytest
 
 from backend.clients.models import Client, Scope
 from backend.jobs.models import Job
-from tests.cli.conftest import ROOT, SAMPLES, assert_no_traceback, cli_env, cxrq_argv, sigint
+from tests.cli.conftest import (
+    ROOT,
+    SAMPLES,
+    as_from_a_terminal,
+    assert_no_traceback,
+    cli_env,
+    cxrq_argv,
+    sigint,
+)
 from tests.factories import client_and_key, png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -190,7 +198,13 @@ def test_an_interrupted_run_resumes_without_duplicating_jobs(cli_server, image_f
     env = cli_env(cli_server)
 
     first = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
     )
     deadline = time.monotonic() + 60
     while Job.objects.count() < 5:
