@@ -4,10 +4,13 @@ Like Triton's Model Analyzer: sweep the knobs on the machine that
 will serve, keep the configuration with the best throughput whose p95 batch
 latency stays within a budget, and write it to the file the worker reads
 (CXRQ_TUNED_CONFIG, default worker/runtime/tuned.json). Environment variables
-still override each value.
+still override each value. This is the full sweep (about ten minutes); a worker on a CPU
+with no entry here runs a short, bounded one at first start and caches it apart
+(worker/runtime/autotune.py); an entry written here wins over that cache.
 
-Swept, on the sample X-rays, with the worker's own pipeline (tools/bench.py
-run_stream: preprocessing pool, claim-ahead, one forward pass per batch):
+Swept, on the sample X-rays, with the worker's own pipeline (worker/runtime/measure.py,
+which a worker's bounded first-start tune, worker/runtime/autotune.py, measures with too:
+preprocessing pool, claim-ahead, one forward pass per batch):
   backend                 onnxruntime, openvino (fp32; fast mode is opt-in)
   intra-op threads        1 .. cores
   preprocessing workers   0 (inline), 1, 2
@@ -31,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench import ROOT, StreamStats, _setup_django, load_samples, machine, run_stream
+from tools.bench import ROOT, _setup_django, load_samples, machine
 from worker.runtime import cpu
+from worker.runtime.measure import choose, measure
 from worker.runtime.tuned import FORMAT, host_entry
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -40,7 +44,6 @@ WORKERS = (0, 1, 2)
 WAITS_MS = (0, 5, 10, 20, 50)
 BACKENDS = ("onnxruntime", "openvino")
 CUDA_BATCH_SIZES = (8, 16, 32, 64, 128)
-MULTI_PROCESS_MARGIN = 1.10
 
 
 def _cuda() -> bool:
@@ -56,40 +59,6 @@ def _runtime(backend: str, threads: int, precision: str = "fp32"):
     from worker.runtime.tuned import engine_config
 
     return load_runtime(engine_config(precision=precision).replace(backend=backend, threads=threads))
-
-
-def measure(runtime, images: list[bytes], *, batch_size: int, workers: int, seconds: float) -> dict:
-    """Saturated throughput and batch latency of one configuration (full queue)."""
-    from worker.runtime.prep_pool import PreprocessPool
-
-    pool = PreprocessPool(workers)
-    stream = images * max(1, -(-3 * batch_size // len(images)))  # at least three batches
-    try:
-        run_stream(
-            stream[:batch_size],
-            preprocess=runtime.preprocess,
-            predict=runtime.predict,
-            batch_size=batch_size,
-            pool=pool,
-        )
-        total = StreamStats()
-        while total.seconds < seconds:
-            total.add(
-                run_stream(
-                    stream,
-                    preprocess=runtime.preprocess,
-                    predict=runtime.predict,
-                    batch_size=batch_size,
-                    pool=pool,
-                )
-            )
-    finally:
-        pool.shutdown()
-    return {
-        "img_s": round(total.img_s, 2),
-        "p95_batch_ms": round(float(np.percentile(total.batch_ms, 95)), 1),
-        "p50_batch_ms": round(float(np.percentile(total.batch_ms, 50)), 1),
-    }
 
 
 _CHILD = r"""
@@ -229,25 +198,6 @@ def remeasure_finalists(rows: list[dict], images: list[bytes], *, seconds: float
     for r in single + multi:
         r["img_s"] = round(float(np.mean(r["repeats"])), 2)
     return rows
-
-
-def choose(rows: list[dict], budget_ms: float, *, multi_process: bool) -> dict:
-    """Best throughput within the p95 budget. Within 3% of it (noise), the lowest p95 latency wins.
-
-    Several worker processes multiply memory (one model each) and only help if the worker is
-    started with that --concurrency, so they are chosen only with --multi-process, and then
-    only when they win by 10% or more; otherwise they are recorded as the alternative."""
-    within = [r for r in rows if r["p95_batch_ms"] <= budget_ms] or rows
-    best_single = max((r["img_s"] for r in within if r["worker_concurrency"] == 1), default=0.0)
-    candidates = [
-        r
-        for r in within
-        if r["worker_concurrency"] == 1
-        or (multi_process and r["img_s"] >= MULTI_PROCESS_MARGIN * best_single)
-    ]
-    best_img_s = max(r["img_s"] for r in candidates)
-    near = [r for r in candidates if r["img_s"] >= 0.97 * best_img_s]
-    return min(near, key=lambda r: (r["worker_concurrency"], r["p95_batch_ms"], r["threads"]))
 
 
 CONFIG_KEYS = ("backend", "threads", "preprocess_workers", "batch_max_size", "worker_concurrency")

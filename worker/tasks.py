@@ -6,7 +6,7 @@ import logging
 import signal
 
 import psutil
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
 from django.conf import settings
 
 from backend.celery_app import app
@@ -30,6 +30,16 @@ def process_jobs(job_ids: list[str]) -> int:
     from worker.lifecycle import current_process
 
     return current_process().drain(hint=job_ids)
+
+
+@worker_init.connect
+def _first_start_tune(**_kwargs) -> None:
+    """In the main process, before the pool starts: on a CPU with no tuned entry, the bounded
+    first-start tune (worker/runtime/autotune.py). A child process runs it, so torch stays out of
+    the process the pool forks from."""
+    from worker.runtime import autotune
+
+    autotune.first_start()
 
 
 @worker_process_init.connect

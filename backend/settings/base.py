@@ -452,3 +452,12 @@ METRICS_DIR = env.str("CXRQ_METRICS_DIR", default="")
 METRICS_MAX_CLIENTS = env.int("CXRQ_METRICS_MAX_CLIENTS", default=20)
 # Webhook attempt outcomes are counted over this many most recent attempts (a bounded read).
 METRICS_WEBHOOK_ATTEMPTS_WINDOW = env.int("CXRQ_METRICS_WEBHOOK_ATTEMPTS_WINDOW", default=1000)
+# A CPU with no entry in TUNED_CONFIG: a worker's first start measures a few batch sizes and thread
+# counts for at most this long and caches the best in MODEL_CACHE_DIR/autotune.json
+# (worker/runtime/autotune.py); 0 disables it. "before": the pool starts once it is done (or
+# timed out); "background": the pool serves with the defaults meanwhile, the result applies at
+# the next start. The test stand-in (MODEL_FAKE) is tuned only when the budget is set.
+AUTOTUNE_BUDGET_S = env.float("CXRQ_AUTOTUNE_BUDGET_S", default=0.0 if MODEL_FAKE else 30.0)
+AUTOTUNE_MODE = env.str("CXRQ_AUTOTUNE_MODE", default="before")
+if AUTOTUNE_MODE not in ("before", "background"):
+    raise ImproperlyConfigured("CXRQ_AUTOTUNE_MODE must be before or background")

@@ -22,3 +22,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # Tests run real receivers on 127.0.0.1, as development does.
 WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=True)
+
+# A worker a test starts never tunes at first start (worker/runtime/autotune.py): the tune would
+# cost up to its budget per test and leave a cache on this CPU that `make bench` would then apply.
+AUTOTUNE_BUDGET_S = env.float("CXRQ_AUTOTUNE_BUDGET_S", default=0.0)

@@ -38,3 +38,25 @@ def test_the_tuner_writes_a_file_workers_read(tmp_path):
     assert tuned["config"]["batch_max_size"] in (1, 4) and tuned["config"]["batch_max_wait_ms"] in (0, 20)
     read = engine_config_of({"CXRQ_TUNED_CONFIG": str(out), "CXRQ_VAR_DIR": str(tmp_path / "var")})
     assert read["batch_max_size"] == tuned["config"]["batch_max_size"]
+
+
+def test_the_tuner_and_a_workers_first_start_tune_choose_alike():
+    """`make tune` and the bounded first-start tune share the measuring and the choice
+    (worker/runtime/measure.py): best throughput within the p95 budget, lowest p95 within 3%."""
+    from tools import tune
+    from worker.runtime import measure
+
+    assert tune.choose is measure.choose and tune.measure is measure.measure
+    rows = [
+        {"threads": 2, "batch_max_size": 16, "img_s": 50.0, "p95_batch_ms": 1500.0},  # over budget
+        {"threads": 2, "batch_max_size": 8, "img_s": 40.0, "p95_batch_ms": 400.0},
+        {
+            "threads": 2,
+            "batch_max_size": 2,
+            "img_s": 39.5,
+            "p95_batch_ms": 90.0,
+        },  # within 3%: faster to answer
+        {"threads": 1, "batch_max_size": 2, "img_s": 30.0, "p95_batch_ms": 80.0},
+    ]
+    assert measure.choose(rows, 1000.0)["batch_max_size"] == 2
+    assert measure.choose(rows, 2000.0)["batch_max_size"] == 16

@@ -11,6 +11,12 @@ one CPU are never applied to another. A file of the old, unkeyed shape says noth
 flags, so it is not applied either. A setting given in the environment (CXRQ_BATCH_MAX_SIZE, ...)
 always wins; a missing or unreadable file falls back to the built-in defaults. Settings never read
 the file; the worker does, when it starts.
+
+A CPU with no entry in the committed file gets a short, bounded tune at a worker's first start
+(worker/runtime/autotune.py, CXRQ_AUTOTUNE_BUDGET_S), cached apart from the committed file, in
+MODEL_CACHE_DIR/autotune.json, under the same signature and with `"source": "autotune"`. So the
+order is: environment > the committed entry for this CPU > the cached autotune entry for this CPU >
+built-in defaults. A cached entry for another CPU is never applied either.
 """
 
 from __future__ import annotations
@@ -64,28 +70,88 @@ def host_entry(tuned: dict, signature: CpuSignature) -> dict | None:
     return dict(entry) if entry else None
 
 
-def read_tuned(path: Path, precision: str, signature: CpuSignature | None = None) -> dict[str, Any]:
+AUTOTUNE_CACHE_NAME = "autotune.json"
+AUTOTUNE_SOURCE = "autotune"
+
+
+def autotune_cache_path() -> Path:
+    """Where a worker's first-start tune caches its entries (not the committed file). The test
+    stand-in (CXRQ_MODEL_FAKE) is tuned only when asked, and cached apart: never applied to the model."""
+    from django.conf import settings
+
+    name = AUTOTUNE_CACHE_NAME.replace(".json", "-fake.json") if settings.MODEL_FAKE else AUTOTUNE_CACHE_NAME
+    return Path(settings.MODEL_CACHE_DIR) / name
+
+
+def _config_of(entry: dict, precision: str, *, fall_back: bool) -> dict[str, Any]:
+    config = entry.get("config_fast" if precision == "fast" else "config")
+    if not config and fall_back:
+        config = entry.get("config")
+    return {k: v for k, v in dict(config or {}).items() if k in _SETTINGS}
+
+
+def read_tuned(
+    path: Path, precision: str, signature: CpuSignature | None = None, *, warn: bool = True
+) -> dict[str, Any]:
     """This CPU's tuned configuration for this precision ({} when there is none or it is unreadable)."""
     signature = signature or cpu.current()
     try:
         tuned = json.loads(path.read_text()) if path.is_file() else {}
         entry = host_entry(tuned, signature)
         if entry is None:
-            if tuned:
-                hosts = sorted((tuned.get("hosts") or {}) if tuned.get("format") == FORMAT else ["(unkeyed)"])
-                logger.warning(
-                    "event=tuned_config_not_for_this_cpu path=%s cpu=%r tuned_for=%r (built-in defaults apply;"
-                    " `make tune` measures this CPU)",
-                    path,
-                    signature.key,
-                    hosts,
-                )
+            if tuned and warn:
+                _warn_not_for_this_cpu(path, tuned, signature)
             return {}
-        config = entry.get("config_fast" if precision == "fast" else "config") or entry.get("config") or {}
-        return {k: v for k, v in dict(config).items() if k in _SETTINGS}
+        return _config_of(entry, precision, fall_back=True)
     except (ValueError, OSError, AttributeError, TypeError) as exc:
-        logger.warning("event=tuned_config_unreadable path=%s error=%r (built-in defaults apply)", path, exc)
+        if warn:
+            logger.warning(
+                "event=tuned_config_unreadable path=%s error=%r (built-in defaults apply)", path, exc
+            )
         return {}
+
+
+def _warn_not_for_this_cpu(path: Path, tuned: dict, signature: CpuSignature) -> None:
+    hosts = sorted((tuned.get("hosts") or {}) if tuned.get("format") == FORMAT else ["(unkeyed)"])
+    logger.warning(
+        "event=tuned_config_not_for_this_cpu path=%s cpu=%r tuned_for=%r (built-in defaults apply;"
+        " `make tune` measures this CPU)",
+        path,
+        signature.key,
+        hosts,
+    )
+
+
+def read_autotuned(path: Path, precision: str, signature: CpuSignature | None = None) -> dict[str, Any]:
+    """This CPU's cached first-start tune for this precision ({} when there is none). An entry
+    tuned for the other precision is not applied: batch size and threads differ between them."""
+    signature = signature or cpu.current()
+    try:
+        cached = json.loads(path.read_text()) if path.is_file() else {}
+        entry = host_entry(cached, signature)
+        if entry is None or entry.get("source") != AUTOTUNE_SOURCE:
+            return {}
+        return _config_of(entry, precision, fall_back=False)
+    except (ValueError, OSError, AttributeError, TypeError) as exc:
+        logger.warning("event=autotune_cache_unreadable path=%s error=%r (ignored)", path, exc)
+        return {}
+
+
+def tuned_values(precision: str, signature: CpuSignature | None = None) -> tuple[dict[str, Any], str]:
+    """This CPU's tuned values for this precision, and where they come from: `committed` (the
+    tuned file), `autotune` (the cached first-start tune) or `defaults` (neither)."""
+    from django.conf import settings
+
+    signature = signature or cpu.current()
+    path = Path(settings.TUNED_CONFIG)
+    committed = read_tuned(path, precision, signature, warn=False)
+    if committed:
+        return committed, "committed"
+    cached = read_autotuned(autotune_cache_path(), precision, signature)
+    if cached:
+        return cached, AUTOTUNE_SOURCE
+    read_tuned(path, precision, signature)  # logs why the committed file did not apply, if it says why
+    return {}, "defaults"
 
 
 def engine_config(*, precision: str | None = None) -> EngineConfig:
@@ -93,7 +159,7 @@ def engine_config(*, precision: str | None = None) -> EngineConfig:
     from django.conf import settings
 
     precision = precision or settings.PRECISION
-    values: dict[str, Any] = read_tuned(settings.TUNED_CONFIG, precision)
+    values, _source = tuned_values(precision)
     for name, setting in _SETTINGS.items():
         value = getattr(settings, setting)
         if value is not None:
