@@ -250,6 +250,33 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "socket_timeout": 5,
         "max_retries": 1,
     }
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://")):
+    # RabbitMQ (docs/operations.md#rabbitmq). Quorum queues: replicated by Raft across the
+    # cluster's nodes and durable, where a classic queue lives on one node.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"  # the dispatcher's `-Q` webhook queue
+    # Quorum queues have no global QoS, so a worker cannot widen its prefetch to hold a delayed
+    # message (a webhook retry): Celery's native delayed delivery parks those in the broker
+    # instead, and it needs topic exchanges.
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+    # A consumer's link that died silently (a cut cable, a firewall dropping it) is noticed by
+    # both ends within a few heartbeats, where Celery's 120 s leaves a wake-up delivered to the
+    # dead link unacknowledged for minutes. Publishers (the web) negotiate none: they never idle-wait.
+    CELERY_BROKER_HEARTBEAT = 10
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # The web process must never block an upload on a dead broker: a bounded connect, no
+        # second try, bounded socket reads and writes (a hung broker, or one that blocks
+        # publishers under a memory or disk alarm: the confirm, then closing the channel and the
+        # connection, each time out), and the circuit breaker in backend/jobs/dispatch.py.
+        "connect_timeout": 1,
+        "read_timeout": 2,
+        "write_timeout": 2,
+        "max_retries": 0,
+        # A send returns once the broker has the message (replicated, for a quorum queue):
+        # a refused or lost publish is logged (event=wakeup_failed), never a silent drop.
+        "confirm_publish": True,
+    }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 

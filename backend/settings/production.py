@@ -1,7 +1,7 @@
 """Production: fail fast on unsafe configuration.
 
 Refuses to start with DEBUG on, the development secret key, the embedded
-database/broker, the test-only fake model, or without the sha256 of the official
+database/broker (Redis or RabbitMQ only), the test-only fake model, or without the sha256 of the official
 model weights (the worker then refuses to start unless the file it loads matches).
 """
 
@@ -23,8 +23,11 @@ if not PUBLIC_URL.startswith("https://"):
     )
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("production needs DATABASE_URL pointing at PostgreSQL")
-if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    raise ImproperlyConfigured("production needs CELERY_BROKER_URL pointing at Redis")
+if not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+    raise ImproperlyConfigured(
+        "production needs CELERY_BROKER_URL pointing at Redis (redis://, rediss://) or RabbitMQ "
+        "(amqp://, amqps://): the embedded filesystem broker and memory:// serve one host only"
+    )
 if env.bool("CXRQ_MODEL_FAKE", default=False):
     raise ImproperlyConfigured("CXRQ_MODEL_FAKE is for tests only")
 if not MODEL_WEIGHTS_SHA256:

@@ -73,7 +73,8 @@ def send_wakeups(delivery_ids: Iterable[uuid.UUID | str], *, countdown: float = 
                 DELIVER_TASK,
                 args=[str(delivery_id)],
                 queue=settings.WEBHOOK_QUEUE,
-                countdown=countdown or None,
+                # RabbitMQ's delayed delivery refuses a countdown under a second; never sooner.
+                countdown=max(countdown, 1.0) if countdown else None,
                 retry=False,
             )
             sent += 1

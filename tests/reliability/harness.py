@@ -141,6 +141,151 @@ class SharedPostgresDatabase:
         self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
+class RabbitVhost:
+    """A virtual host of this test's own on the shared RabbitMQ (127.0.0.1:5672, user guest),
+    made and deleted with rabbitmqctl: the shared server itself is never stopped."""
+
+    HOST, PORT = "127.0.0.1", 5672
+    UNREACHABLE = "install rabbitmq-server (apt-get install rabbitmq-server) and start it"
+
+    def __init__(self):
+        self.name = f"cxrq-test-{uuid.uuid4().hex[:10]}"
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which("rabbitmqctl") is not None and port_open(cls.PORT, cls.HOST)
+
+    @staticmethod
+    def ctl(*args: str) -> str:
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+        )
+        return out.stdout
+
+    def create(self) -> None:
+        self.ctl("add_vhost", self.name)
+        self.ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+
+    def delete(self) -> None:
+        self.ctl("delete_vhost", self.name)
+
+    def exists(self) -> bool:
+        return self.name in self.ctl("list_vhosts", "name").split()
+
+    def queue_types(self) -> dict[str, str]:
+        """Every queue of the vhost and its type (classic, quorum, stream)."""
+        listed = self.ctl("list_queues", "-p", self.name, "name", "type")
+        rows = (line.split("\t") for line in listed.splitlines())
+        return {row[0]: row[1] for row in rows if len(row) == 2 and row[0] != "name"}
+
+    def url(self, port: int | None = None) -> str:
+        return f"amqp://guest:guest@{self.HOST}:{port or self.PORT}/{self.name}"
+
+
+class TcpRelay:
+    """A TCP relay in front of a server, to cut the stack off from it without touching the server
+    (a shared one): `cut()` closes the port and every relayed connection (connection refused, as
+    for a stopped broker); `blackhole()` accepts connections and relays nothing (a hung broker, a
+    dropped link); `restore()` relays again (connections held in the black hole are closed)."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: set = set()
+        self._listener = None
+        self._relaying = threading.Event()
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        self._relaying.set()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by cut()
+            with self._lock:
+                self._conns.add(client)
+            if not self._relaying.is_set():
+                continue  # black hole: held open, never answered
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                self._close(client)
+                continue
+            with self._lock:
+                self._conns.add(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self._relaying.is_set():
+                    return  # black hole: what was sent is dropped, the peer hears nothing
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if self._relaying.is_set():
+                self._close(src)
+                self._close(dst)
+
+    def _close(self, sock) -> None:
+        import socket
+
+        with self._lock:
+            self._conns.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _close_all(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for sock in conns:
+            self._close(sock)
+
+    def cut(self) -> None:
+        self._relaying.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._close_all()
+
+    def blackhole(self) -> None:
+        self._relaying.clear()
+        if self._listener is None:
+            self.start()
+            self._relaying.clear()
+
+    def restore(self) -> None:
+        self._close_all()
+        if self._listener is None:
+            self.start()
+        self._relaying.set()
+
+    def stop(self) -> None:
+        self.cut()
+
+
 # The client every stack's requests come from (a submit and an operator key).
 STACK_CLIENT = "reliability"
 # For tests of lease expiry: a lost worker's jobs come back after this.
