@@ -156,6 +156,18 @@ class Job(models.Model):
         indexes = [
             # The claim: queued jobs of a model version, by client, oldest first (fair turns).
             models.Index(fields=["status", "model_version", "client", "created_at"], name="job_claim_idx"),
+            # The claim's two passes (services/claims.py): fresh jobs by client and priority, oldest
+            # first (each client's head is two probes), and the few retried ones apart.
+            models.Index(
+                fields=["model_version", "client", "priority", "created_at"],
+                condition=Q(status="QUEUED", attempts=0),
+                name="job_claim_fresh_idx",
+            ),
+            models.Index(
+                fields=["model_version", "created_at"],
+                condition=Q(status="QUEUED", attempts__gt=0),
+                name="job_claim_retried_idx",
+            ),
             models.Index(fields=["sha256"], name="job_sha256_idx"),
             models.Index(fields=["client", "-created_at"], name="job_client_created_idx"),
             # What ended lately: the dashboard's last hour, the ETA's throughput window, retention.

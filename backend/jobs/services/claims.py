@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from backend.jobs.claim_order import waiting_cte, waiting_params
+from backend.jobs.claim_order import head_cte, head_params, waiting_cte, waiting_params
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.models import Job, JobResult, JobStatus, Transition
 from backend.jobs.services.transitions import ERROR_CODE_MAX, ERROR_MESSAGE_MAX, to_queue, to_terminal
@@ -59,9 +59,15 @@ def _db_dt(value) -> Any:
 # skips rows another claimer holds and keeps filling the batch past them. SQLite (the embedded
 # default) has no row locks but runs the statement under its single writer lock; the status
 # guard keeps it exact there too.
+#
+# `j.status` is checked in `picked` too: a row another claimer moved after this statement's snapshot
+# is re-read when locked (READ COMMITTED), fails the check there and does not count against the
+# LIMIT, so the batch fills from the rows behind it. Checked only in the UPDATE, such rows took
+# places in the batch and left it short (a third of claims at 4 claimers, make capacity).
 _PICK_AND_MOVE_SQL = """,
 picked AS (
     SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
+    WHERE j.status = '{queued}'
     ORDER BY w.urgency, w.turn, w.created_at
     LIMIT %s
     {lock}
@@ -94,23 +100,41 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
         _db_dt(lease),
         _db_uuid(batch.batch_id),
     ]
+    pick_and_move = _PICK_AND_MOVE_SQL.format(
+        lock=lock, queued=JobStatus.QUEUED, in_progress=JobStatus.IN_PROGRESS
+    )
     with transaction.atomic():
         with connection.cursor() as cursor:
             claimed = 0
             for attempts, limit in (("> 0", 1), ("= 0", max_size)):
-                sql = (
-                    "WITH "
-                    + waiting_cte(attempts=attempts)
-                    + _PICK_AND_MOVE_SQL.format(
-                        lock=lock, queued=JobStatus.QUEUED, in_progress=JobStatus.IN_PROGRESS
+                # Retried jobs are few (their partial index holds only them): the whole order.
+                # Fresh ones on PostgreSQL: the head of each client's queue, deep enough that
+                # concurrent claimers holding its first rows leave this one the rows behind.
+                bounded = attempts == "= 0" and connection.vendor == "postgresql"
+                if bounded:
+                    cte = head_cte(attempts=attempts)
+                    params = head_params(
+                        model_version=model_version, now=now, depth=limit * settings.CLAIM_HEAD_FACTOR
                     )
-                )
-                cursor.execute(
-                    sql, [*waiting_params(model_version=model_version, now=now), limit, *params_tail]
-                )
+                else:
+                    cte, params = (
+                        waiting_cte(attempts=attempts),
+                        waiting_params(model_version=model_version, now=now),
+                    )
+                cursor.execute("WITH " + cte + pick_and_move, [*params, limit, *params_tail])
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.
                 claimed = len(cursor.fetchall())
+                if bounded and not claimed:
+                    # Every head row was held or taken by other claimers (more of them at once
+                    # than the head is deep), or nothing is queued: the whole order, rather than
+                    # an empty claim that would end this worker's drain with jobs still queued.
+                    # With nothing queued it reads an empty index.
+                    cursor.execute(
+                        "WITH " + waiting_cte(attempts=attempts) + pick_and_move,
+                        [*waiting_params(model_version=model_version, now=now), limit, *params_tail],
+                    )
+                    claimed = len(cursor.fetchall())
                 if claimed:
                     break
         if claimed:
