@@ -69,6 +69,13 @@ tune: install
 claim-cost: install
 	$(PY) -m tools.claim_cost
 
+# Capacity (docs/scaling.md): the shipped claim at 1-64 claimers with 2,000 and 100,000 queued, uploads/s,
+# database CPU per job, where it saturates; its own database, dropped afterwards. ~10 min.
+CAPACITY_ARGS ?= --out var/capacity.json
+.PHONY: capacity
+capacity: install
+	$(PY) -m tools.capacity $(CAPACITY_ARGS)
+
 # The HTTP edge attacked as issue #14 did, old server and new side by side (docs/operations.md).
 .PHONY: edge-probe
 edge-probe: install

@@ -1,33 +1,23 @@
 """`make claim-cost`: what one batch claim costs on PostgreSQL with many jobs queued over many clients.
 
-Creates a scratch database on the PostgreSQL of DATABASE_URL's server (default
-127.0.0.1:5432), migrates it, queues JOBS rows spread round-robin over CLIENTS
-clients (rows inserted in bulk: this measures the claim, not intake), then times
-`claims.job_claim_batch` at the given batch size, giving each batch back with
-`claims.job_release` so the queue stays full. Prints one line per queue size and
-a JSON line; drops the database.
+Creates a scratch database on the PostgreSQL server of DATABASE_URL (default 127.0.0.1:5432),
+migrates it, queues JOBS rows spread round-robin over CLIENTS clients (rows inserted in bulk: this
+measures the claim, not intake), then times `claims.job_claim_batch` at the given batch size, one
+claimer, giving each batch back with `claims.job_release` so the queue stays full. Prints one line
+per queue size and a JSON line; drops the database. The database and seeding are tools/capacity.py's
+(`make capacity`: the same claim under concurrency, with stores, uploads and where it saturates).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
+import tempfile
 import time
 import uuid
 
-import psycopg2
-
-SERVER = "postgres://postgres@127.0.0.1:5432"
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(f"{SERVER}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
+from tools.capacity import queue_jobs, scratch_database, server_url
 
 
 def main() -> None:
@@ -39,37 +29,20 @@ def main() -> None:
     args = parser.parse_args()
 
     name = f"cxrq_claimcost_{uuid.uuid4().hex[:8]}"
-    _admin(f"CREATE DATABASE {name}")
-    os.environ.update(DJANGO_SETTINGS_MODULE="backend.settings.dev", DATABASE_URL=f"{SERVER}/{name}")
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    # Each release sends a wake-up: into a folder of the run's own, not a broker anyone reads.
+    broker = tempfile.TemporaryDirectory(prefix="cxrq-claimcost-")
+    env = {"CXRQ_LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": "filesystem://", "CXRQ_BROKER_DIR": broker.name}
+    with broker, scratch_database(name, server=server_url(), env=env):
         from django.db import connection
 
         from backend.clients.models import Client
         from backend.jobs.model_identity import current_model_version
-        from backend.jobs.models import Job
         from backend.jobs.services import claims
 
-        call_command("migrate", verbosity=0)
         clients = Client.objects.bulk_create([Client(name=f"client-{i}") for i in range(args.clients)])
         version, rows, results = current_model_version(), 0, []
         for target in sorted(args.jobs):
-            Job.objects.bulk_create(
-                [
-                    Job(
-                        client=clients[i % len(clients)],
-                        sha256=uuid.uuid4().hex * 2,
-                        model_version=version,
-                        upload=f"x/{i}.png",
-                        image_format="PNG",
-                    )
-                    for i in range(rows, target)
-                ],
-                batch_size=5_000,
-            )
+            queue_jobs(clients, target - rows, first=rows)
             rows = target
             with connection.cursor() as cur:
                 cur.execute("ANALYZE jobs_job")
@@ -94,11 +67,6 @@ def main() -> None:
                 f"claim p50 {row['claim_ms_p50']} ms, p95 {row['claim_ms_p95']} ms"
             )
         print(json.dumps(results))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":
