@@ -38,6 +38,7 @@ class ClientAdmin(admin.ModelAdmin):
         "webhook_allowed_hosts",
         "image_retention_days",
         "result_retention_days",
+        "eligibility",
     )
     inlines = (ApiKeyInline,)
 

@@ -36,6 +36,14 @@ def validate_rate(value: str) -> None:
             raise ValidationError(str(exc)) from exc
 
 
+def validate_eligibility(value) -> None:
+    """A client's eligibility override: a JSON object with any of modalities, capture_modalities,
+    capture_requires_body_part, body_parts, views, require (backend/jobs/eligibility.py)."""
+    from backend.jobs.eligibility import validate_client_rules
+
+    validate_client_rules(value)
+
+
 def new_webhook_secret() -> str:
     """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64 (the HMAC key)."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -110,6 +118,16 @@ class Client(models.Model):
         blank=True,
         help_text="Days a result is kept after its job ended; then the job becomes a tombstone. "
         "Empty: CXRQ_RESULT_RETENTION_DAYS.",
+    )
+    eligibility = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_eligibility],
+        help_text="Which images this client's uploads may be, where it differs from the CXRQ_ELIGIBLE_* "
+        'defaults; any of: {"modalities": ["CR", "DX"], "capture_modalities": ["OT", "SC"], '
+        '"capture_requires_body_part": false, "body_parts": ["CHEST"], "views": ["PA", "AP", "LL"], '
+        '"require": ["modality"]} ("require": attributes an image must state; with "modality", PNG and '
+        "JPEG are refused). Empty: the defaults (docs/intake.md).",
     )
 
     class Meta:

@@ -2,11 +2,15 @@
 
 Runs in the web process (pydicom + numpy, no torch). The order matters:
 
-1. Recognised by the preamble (``DICM`` at offset 128), never ``force=True``.
+1. Recognised by the preamble (``DICM`` at offset 128), or, without one, by a file meta group
+   (0002) or a little-endian dataset (group 0008) at offset 0: such a file is given the
+   preamble and file meta it lacks (the transfer syntax pydicom's ``force`` reading would
+   guess), so everything below reads one shape. A Deflated dataset is inflated with a bound
+   (never more than an uncompressed upload may be) and read as Explicit VR Little Endian.
 2. Header read with ``stop_before_pixels`` from at most DICOM_MAX_HEADER_BYTES:
-   transfer syntax, SOP class, burned-in annotation flag, frames, colour,
-   bit depth and Rows x Columns x frames are all refused here, before a
-   single pixel is decoded.
+   transfer syntax, SOP class, whether it is a chest X-ray (backend/jobs/eligibility.py),
+   burned-in annotation flag, frames, colour, bit depth and Rows x Columns x frames are
+   all refused here, before a single pixel is decoded.
 3. The Pixel Data element alone is read and decoded once, so truncated or
    corrupt pixel data is a 4xx now rather than a failed job later.
 4. A new file is written from an allowlist: the decoded pixels (uncompressed)
@@ -27,19 +31,22 @@ import math
 import re
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pydicom
+from django.conf import settings
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.filewriter import write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from backend.jobs import errors
+from backend.jobs import eligibility, errors
 
 # pydicom's validation messages quote element values (a patient's name can be
 # one): never let them reach a log line or a warning.
@@ -61,12 +68,13 @@ IMAGE_SOP_CLASSES: dict[str, str] = {
 }
 
 # Transfer syntaxes whose pixel data the installed decoders read (pydicom's
-# own for native and RLE, pylibjpeg-libjpeg for JPEG / JPEG-LS,
-# pylibjpeg-openjpeg for JPEG 2000). Deflated is left out on purpose: pydicom
-# inflates the whole dataset in one call, an unbounded zip bomb.
+# own for native, big endian included, and RLE, pylibjpeg-libjpeg for JPEG / JPEG-LS,
+# pylibjpeg-openjpeg for JPEG 2000). Deflated is not handed to pydicom, which inflates
+# the whole dataset in one call (an unbounded zip bomb): _inflated does it with a bound.
 TRANSFER_SYNTAXES: dict[str, str] = {
     "1.2.840.10008.1.2": "Implicit VR Little Endian",
     "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
     "1.2.840.10008.1.2.5": "RLE Lossless",
     "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
     "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 and 4)",
@@ -77,6 +85,8 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
+DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED_NAME = "Deflated Explicit VR Little Endian"
 _LOSSY_SYNTAX_METHOD = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
     "1.2.840.10008.1.2.4.51": "ISO_10918_1",
@@ -87,11 +97,15 @@ _LOSSY_SYNTAX_METHOD = {
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 DEIDENTIFICATION_METHOD = "cxrq allowlist v1: pixels and acquisition attributes only"
 
-# Kept values must come from these defined terms: a free-text value in an
-# allowed attribute (a name typed into View Position) is dropped, not copied.
-_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
-_VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LATERAL", "LAT"})
-_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG"})
+# Modality, Body Part Examined and View Position are kept only as the eligibility check
+# (backend/jobs/eligibility.py) read them: a value it refuses never gets this far, and one it
+# accepts is a code string the client's rules name.
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")
+# Value representations an Explicit VR element may carry (PS3.5 6.2): how a file meta group or
+# a bare dataset at offset 0 is told from other bytes.
+_EXPLICIT_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
 _PIXEL_TAGS = {
     b"\xe0\x7f\x10\x00": "PixelData",
     b"\xe0\x7f\x08\x00": "FloatPixelData",
@@ -114,10 +128,79 @@ class DicomImage:
     transfer_syntax: str
     stored_bytes: bytes
     acquisition: dict[str, Any] = field(default_factory=dict)
+    facts: eligibility.Facts = field(default_factory=eligibility.Facts)
+
+
+def _leading_element(data: bytes, group: bytes) -> str | None:
+    """Whether the bytes open with a little-endian element of this group: "explicit", "implicit" or None."""
+    if len(data) < 12 or data[:2] != group:
+        return None
+    if data[4:6] in _EXPLICIT_VRS:
+        return "explicit"
+    (length,) = struct.unpack("<I", data[4:8])
+    return "implicit" if length % 2 == 0 and length <= min(len(data) - 8, 1024) else None
+
+
+def _arrival(data: bytes) -> str | None:
+    """How a DICOM file arrived: "part10" (preamble + DICM), "no_preamble" (file meta at offset 0),
+    "bare_dataset" (no file meta either: what pydicom reads only with force), or None: not DICOM."""
+    if data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + 4] == MAGIC:
+        return "part10"
+    if data[:4] == MAGIC and _leading_element(data[4:], b"\x02\x00") == "explicit":
+        return "no_preamble"  # the prefix without the 128 bytes before it
+    if _leading_element(data, b"\x02\x00") == "explicit":  # the file meta is always explicit VR LE
+        return "no_preamble"
+    if _leading_element(data, b"\x08\x00"):
+        return "bare_dataset"
+    return None
 
 
 def is_part10(data: bytes) -> bool:
-    return data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + 4] == MAGIC
+    """A DICOM file: a Part 10 file, or one that lacks its 128-byte preamble (and file meta)."""
+    return _arrival(data) is not None
+
+
+def _meta_bytes(meta: FileMetaDataset) -> bytes:
+    out = FileMetaDataset()
+    for element in meta:
+        if element.tag != 0x00020000:  # the group length is recomputed
+            out.add(element)
+    buf = io.BytesIO()
+    write_file_meta_info(buf, out, enforce_standard=False)
+    return buf.getvalue()
+
+
+def _as_part10(data: bytes) -> tuple[bytes, str]:
+    """The upload as a Part 10 file: a missing preamble (and, for a bare dataset, file meta naming
+    the transfer syntax pydicom's force reading would guess) put in front; the rest untouched."""
+    arrival = _arrival(data)
+    if arrival == "part10":
+        return data, arrival
+    if arrival == "no_preamble":
+        return b"\x00" * PREAMBLE_LENGTH + (b"" if data[:4] == MAGIC else MAGIC) + data, arrival
+    if arrival == "bare_dataset":
+        meta = FileMetaDataset()
+        explicit = _leading_element(data, b"\x08\x00") == "explicit"
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if explicit else ImplicitVRLittleEndian
+        return b"\x00" * PREAMBLE_LENGTH + MAGIC + _meta_bytes(meta) + data, arrival
+    raise _invalid("not a DICOM file")
+
+
+def _inflated(data: bytes, meta: FileMetaDataset, meta_end: int, *, max_inflated_bytes: int) -> bytes:
+    """A Deflated file as the Explicit VR Little Endian file it encodes, inflating at most
+    max_inflated_bytes (+1 to know it is more): a zip bomb stops at the bound."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(data[meta_end:], max_inflated_bytes + 1)
+    except zlib.error as exc:
+        raise _invalid("Deflated data could not be inflated", exc) from exc
+    if len(body) > max_inflated_bytes:
+        raise errors.DicomInflatedTooLarge(details={"max_inflated_bytes": max_inflated_bytes})
+    plain = FileMetaDataset()
+    for element in meta:
+        plain.add(element)
+    plain.TransferSyntaxUID = ExplicitVRLittleEndian
+    return data[:PREAMBLE_LENGTH] + MAGIC + _meta_bytes(plain) + body
 
 
 def _invalid(reason: str, exc: BaseException | None = None) -> errors.InvalidImage:
@@ -147,16 +230,19 @@ def _int_attr(ds: Dataset, keyword: str, *, default: int | None = None) -> int:
     return number
 
 
-def _read_file_meta(data: bytes, *, max_header_bytes: int) -> FileMetaDataset:
-    """Group 0002 alone: the transfer syntax must be known good before the dataset is parsed,
-    since pydicom inflates a Deflated dataset whole while reading it (a zip bomb)."""
+def _read_file_meta(data: bytes, *, max_header_bytes: int) -> tuple[FileMetaDataset, int]:
+    """Group 0002 alone, and where it ends: the transfer syntax must be known good before the
+    dataset is parsed, since pydicom inflates a Deflated dataset whole while reading it (a zip bomb)."""
     fp = io.BytesIO(data[:max_header_bytes])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             read_preamble(fp, False)
             # pydicom's public read_file_meta_info wants a path; this is what it calls.
-            return _read_file_meta_info(fp)
+            meta = _read_file_meta_info(fp)
+            for _ in meta.iterall():  # converted inside this guard
+                pass
+            return meta, fp.tell()
     except Exception as exc:
         raise _invalid("DICOM file meta information could not be parsed", exc) from exc
 
@@ -230,14 +316,20 @@ def _check_geometry(ds: Dataset, *, max_pixels: int, min_side: int) -> tuple[int
         )
     bits_allocated = _int_attr(ds, "BitsAllocated")
     bits_stored = _int_attr(ds, "BitsStored", default=bits_allocated)
+    # Signed pixels (PixelRepresentation 1) are read as pydicom reads them; a negative value is
+    # refused after decoding (accept_dicom), as torchxrayvision's normalize refuses it.
     representation = _int_attr(ds, "PixelRepresentation", default=0)
-    if bits_allocated not in (8, 16) or not 1 <= bits_stored <= bits_allocated or representation != 0:
+    if (
+        bits_allocated not in (8, 16)
+        or not 1 <= bits_stored <= bits_allocated
+        or representation not in (0, 1)
+    ):
         raise errors.DicomUnsupportedPixels(
             details={
                 "bits_allocated": bits_allocated,
                 "bits_stored": bits_stored,
                 "pixel_representation": representation,
-                "accepted": "unsigned integers, 8 or 16 bits allocated",
+                "accepted": "integers, 8 or 16 bits allocated; signed ones only with non-negative values",
             }
         )
     if min(rows, columns) < min_side:
@@ -317,9 +409,11 @@ def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray
     return arr
 
 
-def _pixel_data_offset(data: bytes, offset: int) -> None:
-    tag = data[offset : offset + 4]
-    kind = _PIXEL_TAGS.get(bytes(tag))
+def _pixel_data_offset(data: bytes, offset: int, ts: UID | None = None) -> None:
+    tag = bytes(data[offset : offset + 4])
+    if ts is not None and not ts.is_little_endian:  # (7FE0,0010) is 7F E0 00 10 in big endian
+        tag = tag[1::-1] + tag[3:1:-1]
+    kind = _PIXEL_TAGS.get(tag)
     if kind == "PixelData":
         return
     if kind is not None:
@@ -403,8 +497,14 @@ def _window(ds: Dataset) -> tuple[list[float], list[float]] | None:
     return center, width
 
 
+def _facts(ds: Dataset) -> eligibility.Facts:
+    return eligibility.facts_from(
+        modality=ds.get("Modality"), body_part=ds.get("BodyPartExamined"), view=ds.get("ViewPosition")
+    )
+
+
 def _deidentified_dataset(
-    ds: Dataset, arr: np.ndarray, *, sop_class: str, ts: UID, bits_stored: int
+    ds: Dataset, arr: np.ndarray, *, sop_class: str, ts: UID, bits_stored: int, facts: eligibility.Facts
 ) -> tuple[Dataset, dict[str, Any]]:
     """A new dataset holding only the pixels and allowlisted, checked values."""
     photometric = str(ds.PhotometricInterpretation).strip().upper()
@@ -415,17 +515,19 @@ def _deidentified_dataset(
     out.SeriesInstanceUID = generate_uid()
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    acquisition: dict[str, Any] = {}
+    acquisition: dict[str, Any] = {"sop_class": IMAGE_SOP_CLASSES[sop_class]}
 
-    modality = _term(ds, "Modality", _MODALITIES)
-    if modality:
-        out.Modality = acquisition["modality"] = modality
-    view = _term(ds, "ViewPosition", _VIEW_POSITIONS)
-    if view:
-        out.ViewPosition = acquisition["view_position"] = view
-    body_part = _term(ds, "BodyPartExamined", _BODY_PARTS)
-    if body_part:
-        out.BodyPartExamined = acquisition["body_part_examined"] = body_part
+    # As the eligibility check read them. Where no check ran here (the caller checks after), a
+    # value that is no code string is recorded, not written, and any check refuses it.
+    for keyword, key, value in (
+        ("Modality", "modality", facts.modality),
+        ("ViewPosition", "view_position", facts.view),
+        ("BodyPartExamined", "body_part_examined", facts.body_part),
+    ):
+        if value is not None:
+            acquisition[key] = value
+            if _CODE_STRING.match(value):
+                setattr(out, keyword, value)
     spacing = _pixel_spacing(ds)
     if spacing:
         keyword, values = spacing
@@ -497,17 +599,42 @@ def _write(ds: Dataset) -> bytes:
 
 
 def accept_dicom(
-    data: bytes, *, max_pixels: int, min_side: int, max_header_bytes: int, accept_burned_in: bool
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_side: int,
+    max_header_bytes: int,
+    accept_burned_in: bool,
+    rules: eligibility.EligibilityRules | None = None,
+    max_inflated_bytes: int | None = None,
 ) -> DicomImage:
-    """Validate a Part 10 upload and return the de-identified file to store, or raise a 4xx."""
-    ts = _transfer_syntax(_read_file_meta(data, max_header_bytes=max_header_bytes))
+    """Validate a DICOM upload and return the de-identified file to store, or raise a 4xx.
+
+    rules: whether it is a chest X-ray is checked from the header, before any pixel is decoded
+    (NotChestXray); None leaves that to the caller, with DicomImage.facts.
+    max_inflated_bytes: how far a Deflated file may inflate (default CXRQ_UPLOAD_MAX_BYTES).
+    """
+    data, arrival = _as_part10(data)
+    meta, meta_end = _read_file_meta(data, max_header_bytes=max_header_bytes)
+    uploaded_syntax = str(meta.get("TransferSyntaxUID") or "")
+    if uploaded_syntax == DEFLATED:
+        if max_inflated_bytes is None:
+            max_inflated_bytes = settings.UPLOAD_MAX_BYTES
+        data = _inflated(data, meta, meta_end, max_inflated_bytes=max_inflated_bytes)
+        meta, _ = _read_file_meta(data, max_header_bytes=max_header_bytes)
+    ts = _transfer_syntax(meta)
     ds, offset = _read_header(data, max_header_bytes=max_header_bytes)
     _check_header_size(data, offset, max_header_bytes=max_header_bytes)
     if str(ds.file_meta.get("TransferSyntaxUID", "")) != str(ts):
         raise _invalid("inconsistent file meta information")
     sop_class = _check_object(ds, accept_burned_in=accept_burned_in)
+    facts = _facts(ds)
+    if rules is not None:
+        facts = eligibility.check_eligibility(
+            **facts.as_dict(), sop_class=IMAGE_SOP_CLASSES[sop_class], rules=rules
+        )
     rows, columns, bits_stored = _check_geometry(ds, max_pixels=max_pixels, min_side=min_side)
-    _pixel_data_offset(data, offset)
+    _pixel_data_offset(data, offset, ts)
     arr = _decode_pixels(ds, data, offset, ts)
     if arr.dtype.kind not in "ui":
         raise errors.DicomUnsupportedPixels(details={"accepted": "integer Pixel Data"})
@@ -515,15 +642,24 @@ def accept_dicom(
     if int(arr.max()) > maxval or int(arr.min()) < 0:
         # torchxrayvision's reader refuses these too (normalize raises).
         raise errors.DicomUnsupportedPixels(
-            details={"bits_stored": bits_stored, "reason": "pixel values outside 0 .. 2**BitsStored - 1"}
+            "Pixel values must lie in 0 .. 2**BitsStored - 1: negative (signed) values and values "
+            "above Bits Stored are not accepted.",
+            details={"bits_stored": bits_stored, "reason": "pixel values outside 0 .. 2**BitsStored - 1"},
         )
-    out, acquisition = _deidentified_dataset(ds, arr, sop_class=sop_class, ts=ts, bits_stored=bits_stored)
+    out, acquisition = _deidentified_dataset(
+        ds, arr, sop_class=sop_class, ts=ts, bits_stored=bits_stored, facts=facts
+    )
+    if uploaded_syntax == DEFLATED:
+        acquisition["transfer_syntax"] = DEFLATED_NAME
+    if arrival != "part10":
+        acquisition["file_layout"] = arrival
     return DicomImage(
         rows=rows,
         columns=columns,
         photometric=out.PhotometricInterpretation,
         bits_stored=bits_stored,
-        transfer_syntax=str(ts),
+        transfer_syntax=uploaded_syntax if uploaded_syntax == DEFLATED else str(ts),
         stored_bytes=_write(out),
         acquisition=acquisition,
+        facts=facts,
     )

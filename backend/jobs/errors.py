@@ -231,3 +231,23 @@ class TooManyImages(ApplicationError):
 class BatchNotFound(NotFound):
     code = "batch_not_found"
     default_message = "No batch with this id."
+
+
+# --- which images are chest X-rays (backend/jobs/eligibility.py, docs/intake.md) ---------
+
+
+class NotChestXray(ApplicationError):
+    code = "not_chest_xray"
+    status_code = 422
+    default_message = (
+        "The image is not a chest X-ray this client accepts (Modality, BodyPartExamined or ViewPosition)."
+    )
+
+
+class DicomInflatedTooLarge(ApplicationError):
+    code = "dicom_inflated_too_large"
+    status_code = 413
+    default_message = (
+        "The Deflated DICOM file inflates to more than an uncompressed upload may be; "
+        "it is not inflated further."
+    )

@@ -104,6 +104,9 @@ _SUCCEEDED = {
     "image_format": "PNG",
     "size_bytes": 182547,
     "acquisition": {},
+    "modality": None,
+    "body_part": None,
+    "view": None,
     "created_at": "2026-12-03T08:29:52.020Z",
     "started_at": "2026-12-03T08:29:52.067Z",
     "finished_at": "2026-12-03T08:29:52.347Z",
@@ -141,6 +144,30 @@ CALLBACK_URL_FIELD = {
     "be on the client's allow-list (loopback is free in development); https in production.",
 }
 CALLBACK_ERRORS = ("invalid_callback_url", "callback_url_not_allowed", "callback_url_https_required")
+
+# A nuclear-medicine image in a Secondary Capture wrapper, as a PACS may route one.
+_NOT_CHEST_XRAY = {
+    "error": {
+        "code": "not_chest_xray",
+        "message": "Modality NM is not a chest radiograph (accepted: CR, DX, OT, SC).",
+        "details": {
+            "reason": "modality_not_accepted",
+            "attribute": "Modality",
+            "modality": "NM",
+            "body_part": "other",
+            "view": None,
+            "sop_class": "Secondary Capture Image Storage",
+            "accepted": {
+                "modalities": ["CR", "DX"],
+                "capture_modalities": ["OT", "SC"],
+                "capture_requires_body_part": False,
+                "body_parts": ["CHEST"],
+                "views": ["AP", "PA"],
+                "require": [],
+            },
+        },
+    }
+}
 
 UPLOAD = {
     "operation_id": "jobs_create",
@@ -202,13 +229,26 @@ UPLOAD = {
         409: _error(
             "The Idempotency-Key came before with other bytes, or is busy.", "idempotency_key_reused"
         ),
-        413: _error("Too large, in bytes or pixels.", "file_too_large", "image_too_many_pixels"),
+        413: _error(
+            "Too large, in bytes or pixels.",
+            "file_too_large",
+            "image_too_many_pixels",
+            "dicom_header_too_large",
+            "dicom_inflated_too_large",
+        ),
         415: _error(
             "Not an accepted format (recognised from the bytes).",
             "unsupported_media_type",
             "ambiguous_format",
         ),
-        422: _error("A DICOM object cxrq cannot analyse.", "dicom_no_pixel_data"),
+        422: OpenApiResponse(
+            response=Error,
+            description="Not a chest X-ray this client accepts (Modality, BodyPartExamined, ViewPosition: "
+            "`details.reason` says which), or a DICOM object cxrq cannot analyse. Codes: `not_chest_xray`, "
+            "`dicom_no_pixel_data`, `dicom_multiframe`, `dicom_color`, `dicom_unsupported_pixels`, "
+            "`dicom_burned_in_annotation`.",
+            examples=[OpenApiExample("not_chest_xray", value=_NOT_CHEST_XRAY, response_only=True)],
+        ),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },

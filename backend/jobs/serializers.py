@@ -57,6 +57,9 @@ class JobOutputSerializer(serializers.Serializer):
     image_format = serializers.CharField()
     size_bytes = serializers.IntegerField()
     acquisition = serializers.JSONField()
+    modality = serializers.SerializerMethodField()
+    body_part = serializers.SerializerMethodField()
+    view = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -84,6 +87,34 @@ class JobOutputSerializer(serializers.Serializer):
     @extend_schema_field({"type": "string", "enum": [p.label for p in Priority]})
     def get_priority(self, job: Job) -> str:
         return Priority(job.priority).label
+
+    @extend_schema_field(
+        {
+            "type": ["string", "null"],
+            "description": "The DICOM Modality the image was accepted with (CR, DX, ...); "
+            "null when it states none (PNG, JPEG).",
+        }
+    )
+    def get_modality(self, job: Job) -> str | None:
+        return (job.acquisition or {}).get("modality")
+
+    @extend_schema_field(
+        {
+            "type": ["string", "null"],
+            "description": "Its Body Part Examined (CHEST; THORAX is read as CHEST); null when it states none.",
+        }
+    )
+    def get_body_part(self, job: Job) -> str | None:
+        return (job.acquisition or {}).get("body_part_examined")
+
+    @extend_schema_field(
+        {
+            "type": ["string", "null"],
+            "description": "Its View Position (PA, AP, ...); null when it states none.",
+        }
+    )
+    def get_view(self, job: Job) -> str | None:
+        return (job.acquisition or {}).get("view_position")
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: Job) -> str:

@@ -373,6 +373,17 @@ DICOM_APPLY_VOI_LUT = env.bool("CXRQ_DICOM_APPLY_VOI_LUT", default=False)
 DICOM_ACCEPT_BURNED_IN_ANNOTATION = env.bool("CXRQ_DICOM_ACCEPT_BURNED_IN_ANNOTATION", default=False)
 # Upload file names often carry a patient's name or ID: stored only when this is on.
 STORE_ORIGINAL_FILENAME = env.bool("CXRQ_STORE_ORIGINAL_FILENAME", default=False)
+# Which images are chest X-rays (backend/jobs/eligibility.py); a client's `eligibility` overrides
+# any of these. Absent attributes are accepted unless named in CXRQ_ELIGIBLE_REQUIRE.
+ELIGIBLE_MODALITIES = env.list("CXRQ_ELIGIBLE_MODALITIES", default=["CR", "DX"])
+# Secondary Capture / Other: accepted only with an eligible body part, or none unless
+# CXRQ_ELIGIBLE_CAPTURE_REQUIRES_BODY_PART is on.
+ELIGIBLE_CAPTURE_MODALITIES = env.list("CXRQ_ELIGIBLE_CAPTURE_MODALITIES", default=["OT", "SC"])
+ELIGIBLE_CAPTURE_REQUIRES_BODY_PART = env.bool("CXRQ_ELIGIBLE_CAPTURE_REQUIRES_BODY_PART", default=False)
+ELIGIBLE_BODY_PARTS = env.list("CXRQ_ELIGIBLE_BODY_PARTS", default=["CHEST"])
+ELIGIBLE_VIEWS = env.list("CXRQ_ELIGIBLE_VIEWS", default=["PA", "AP"])
+# Attributes an image must state (modality, body_part, view): with modality, PNG/JPEG are refused.
+ELIGIBLE_REQUIRE = env.list("CXRQ_ELIGIBLE_REQUIRE", default=[])
 
 # --- Leases, retries, sweeping (docs/reliability.md) ---
 LEASE_SECONDS = env.float("CXRQ_LEASE_SECONDS", default=60.0)

@@ -6,7 +6,6 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('clients', '0006_client_webhook_payload_format'),
         ('jobs', '0011_finished_at_index'),
     ]
 

@@ -3,6 +3,10 @@
 A cache hit (the same bytes already analysed, or queued, for the same model)
 is answered before the image is decoded or the queue depth is looked at. The
 job row is committed before its wake-up is sent (dispatch.wake_workers).
+
+Only chest X-rays become jobs: the client's eligibility rules (backend/jobs/eligibility.py)
+are checked on every upload, a cache hit included, and an image they refuse is
+`422 not_chest_xray`, never a job and never a score.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.core.logging import request_id_var
-from backend.jobs import errors, images, selectors
+from backend.jobs import eligibility, errors, images, selectors
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Priority
@@ -127,8 +131,11 @@ def _create_or_dedup(
     callback_url: str = "",
 ) -> JobCreateOutcome:
     model_version = current_model_version()
+    rules = eligibility.rules_for(client)
     existing = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
     if existing is not None:
+        # The client's rules may have changed since: a cached score is no answer to an image they refuse.
+        check_acquisition(existing.acquisition, rules=rules)
         return JobCreateOutcome(job=_sent_again(existing, priority, callback_url), deduplicated=True)
 
     # An organisation that shares its cache answers from a member's result: no inference, so
@@ -144,6 +151,7 @@ def _create_or_dedup(
         dicom_max_header_bytes=settings.DICOM_MAX_HEADER_BYTES,
         dicom_accept_burned_in=settings.DICOM_ACCEPT_BURNED_IN_ANNOTATION,
     )
+    check_acquisition(info.acquisition, rules=rules)
     job = Job(
         client=client,
         priority=priority,
@@ -192,6 +200,18 @@ def _create_or_dedup(
         shared is not None,
     )
     return JobCreateOutcome(job=job, deduplicated=shared is not None)
+
+
+def check_acquisition(acquisition: dict, *, rules: eligibility.EligibilityRules) -> eligibility.Facts:
+    """Whether an accepted image (its acquisition facts, as intake recorded them) is a chest X-ray
+    under these rules: its facts, or NotChestXray. PNG and JPEG record none: all absent."""
+    return eligibility.check_eligibility(
+        modality=acquisition.get("modality"),
+        body_part=acquisition.get("body_part_examined"),
+        view=acquisition.get("view_position"),
+        sop_class=acquisition.get("sop_class"),
+        rules=rules,
+    )
 
 
 def _sent_again(existing: Job, priority: Priority, callback_url: str) -> Job:

@@ -181,8 +181,9 @@ def with_phi(ds: Dataset, markers: dict[str, str]) -> Dataset:
     out.OtherPatientIDs = markers["other_id"]
     out.StudyInstanceUID = markers["uid"]
     out.BurnedInAnnotation = "NO"
-    # A free-text value in an attribute we do keep must not be copied either.
-    out.ViewPosition = markers["view"]
+    # Free text where a view is often named (a free-text View Position is refused outright as not
+    # a chest view: tests/jobs/test_eligibility.py).
+    out.SeriesDescription = markers["view"]
     out.add_new(0x00091010, "LO", markers["private"])
     item = Dataset()
     item.PatientName = markers["name"]

@@ -285,7 +285,11 @@ def _pydicom_test_file(name: str) -> bytes:
 
 
 def test_jpeg_extended_12_bit_dicom_is_accepted(api, media_files):
-    data = _pydicom_test_file("JPGExtended.dcm")  # 1024 x 256, 12-bit, JPEG Process 2 & 4
+    # 1024 x 256, 12-bit, JPEG Process 2 & 4. It is a nuclear-medicine image (Modality NM, which
+    # tests/jobs/test_eligibility.py sees refused): labelled a chest CR here, the stream untouched.
+    ds = f.read(_pydicom_test_file("JPGExtended.dcm"))
+    ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
+    data = f.to_bytes(ds)
     response = post_image(api, data, "extended.dcm")
     assert response.status_code == 202, response.content
     assert response.json()["acquisition"]["transfer_syntax"] == "JPEG Extended (Process 2 and 4)"

@@ -53,11 +53,11 @@ def test_planted_phi_is_nowhere_after_upload_and_inference(api, worker, settings
     out, err = capfd.readouterr()
     assert phi.found_in(caplog.text + out + err) == []
 
-    # What is kept: the pixels, and checked acquisition facts (the planted view position is not one).
+    # What is kept: the pixels, and checked acquisition facts (the planted series description is not one).
     acquisition = detail.json()["acquisition"]
     assert acquisition["modality"] == "CR"
     assert acquisition["pixel_spacing_mm"] == [0.168, 0.168]
-    assert "view_position" not in acquisition
+    assert acquisition["view_position"] == "PA"
     stored = pydicom.dcmread(io.BytesIO(job.upload.read()))
     assert stored.PatientIdentityRemoved == "YES"
     assert (stored.pixel_array == f.read(data).pixel_array).all()
