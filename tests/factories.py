@@ -163,3 +163,11 @@ def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env.update(extra or {})
     return env
+
+
+def phi_key() -> str:
+    """A fresh CXRQ_PHI_KEY (32 random bytes, url-safe base64), which production settings require."""
+    import base64
+    import secrets
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()

@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     # as an app it would import prometheus_client in gunicorn's master, before backend.metrics
     # has chosen the folder its workers count in.
     "backend.metrics",
+    # The DICOM receiver (C-STORE SCP, `manage.py run_dicom`) and the return path's sealed PHI.
+    "backend.dicomnet",
 ]
 
 MIDDLEWARE = [
@@ -440,6 +442,15 @@ PREPROCESS_WORKERS = env.int("CXRQ_PREPROCESS_WORKERS", default=None)
 BATCH_MAX_SIZE = env.int("CXRQ_BATCH_MAX_SIZE", default=None)
 BATCH_MAX_WAIT_MS = env.int("CXRQ_BATCH_MAX_WAIT_MS", default=None)
 WORKER_CONCURRENCY = env.int("CXRQ_WORKER_CONCURRENCY", default=None)  # worker processes per `celery worker`
+# A CPU with no entry in TUNED_CONFIG: a worker's first start measures a few batch sizes and thread
+# counts for at most this long and caches the best in MODEL_CACHE_DIR/autotune.json
+# (worker/runtime/autotune.py); 0 disables it. "before": the pool starts once it is done (or
+# timed out); "background": the pool serves with the defaults meanwhile, the result applies at
+# the next start. The test stand-in (MODEL_FAKE) is tuned only when the budget is set.
+AUTOTUNE_BUDGET_S = env.float("CXRQ_AUTOTUNE_BUDGET_S", default=0.0 if MODEL_FAKE else 30.0)
+AUTOTUNE_MODE = env.str("CXRQ_AUTOTUNE_MODE", default="before")
+if AUTOTUNE_MODE not in ("before", "background"):
+    raise ImproperlyConfigured("CXRQ_AUTOTUNE_MODE must be before or background")
 
 # Where `make run` keeps the development client's API key. Development settings only:
 # production never writes a key to disk.
@@ -493,12 +504,26 @@ METRICS_DIR = env.str("CXRQ_METRICS_DIR", default="")
 METRICS_MAX_CLIENTS = env.int("CXRQ_METRICS_MAX_CLIENTS", default=20)
 # Webhook attempt outcomes are counted over this many most recent attempts (a bounded read).
 METRICS_WEBHOOK_ATTEMPTS_WINDOW = env.int("CXRQ_METRICS_WEBHOOK_ATTEMPTS_WINDOW", default=1000)
-# A CPU with no entry in TUNED_CONFIG: a worker's first start measures a few batch sizes and thread
-# counts for at most this long and caches the best in MODEL_CACHE_DIR/autotune.json
-# (worker/runtime/autotune.py); 0 disables it. "before": the pool starts once it is done (or
-# timed out); "background": the pool serves with the defaults meanwhile, the result applies at
-# the next start. The test stand-in (MODEL_FAKE) is tuned only when the budget is set.
-AUTOTUNE_BUDGET_S = env.float("CXRQ_AUTOTUNE_BUDGET_S", default=0.0 if MODEL_FAKE else 30.0)
-AUTOTUNE_MODE = env.str("CXRQ_AUTOTUNE_MODE", default="before")
-if AUTOTUNE_MODE not in ("before", "background"):
-    raise ImproperlyConfigured("CXRQ_AUTOTUNE_MODE must be before or background")
+
+# --- The DICOM receiver (docs/interoperability.md): `manage.py run_dicom`, its own process ---
+DICOM_AE_TITLE = env.str("CXRQ_DICOM_AE_TITLE", default="CXRQ")
+DICOM_PORT = env.int("CXRQ_DICOM_PORT", default=11112)
+DICOM_BIND_ADDRESS = env.str("CXRQ_DICOM_BIND_ADDRESS", default="0.0.0.0")
+# A sender must call us by DICOM_AE_TITLE (else rejected, called AE title not recognised). `make run`
+# turns it off for its receiver, so dcmtk's default called title (ANY-SCP) works as it is.
+DICOM_REQUIRE_CALLED_AE_TITLE = env.bool("CXRQ_DICOM_REQUIRE_CALLED_AE_TITLE", default=True)
+# Associations served at once; one more is refused (A-ASSOCIATE-RJ, local limit exceeded).
+DICOM_MAX_ASSOCIATIONS = env.int("CXRQ_DICOM_MAX_ASSOCIATIONS", default=8)
+# The largest P-DATA PDU it accepts (bytes; 0 would mean unlimited, refused here).
+DICOM_MAX_PDU_BYTES = env.int("CXRQ_DICOM_MAX_PDU_BYTES", default=65536)
+if not 4096 <= DICOM_MAX_PDU_BYTES <= 16 * 1024 * 1024:
+    raise ImproperlyConfigured("CXRQ_DICOM_MAX_PDU_BYTES must be between 4096 and 16777216")
+# Seconds: waiting for an association request / release (ACSE), for the next DIMSE message, and
+# for any network activity at all (a peer that connects and sends nothing is dropped after it).
+DICOM_ACSE_TIMEOUT_SECONDS = env.float("CXRQ_DICOM_ACSE_TIMEOUT_SECONDS", default=30.0)
+DICOM_DIMSE_TIMEOUT_SECONDS = env.float("CXRQ_DICOM_DIMSE_TIMEOUT_SECONDS", default=30.0)
+DICOM_NETWORK_TIMEOUT_SECONDS = env.float("CXRQ_DICOM_NETWORK_TIMEOUT_SECONDS", default=60.0)
+# The return path's PHI is sealed with the first of these url-safe base64 32-byte keys; all of them
+# open (rotation). Empty: derived from DJANGO_SECRET_KEY (development and tests; production
+# refuses to start). `python manage.py dicom_sender phi-key` prints a new key.
+PHI_KEYS = env.list("CXRQ_PHI_KEY", default=[])

@@ -5,10 +5,22 @@ database/broker (Redis or RabbitMQ only), the test-only fake model, or without t
 model weights (the worker then refuses to start unless the file it loads matches).
 """
 
+import base64
+import binascii
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, LOGGING, METRICS_TOKEN, MODEL_WEIGHTS_SHA256, PUBLIC_URL, env
+from .base import (
+    CELERY_BROKER_URL,
+    DATABASES,
+    LOGGING,
+    METRICS_TOKEN,
+    MODEL_WEIGHTS_SHA256,
+    PHI_KEYS,
+    PUBLIC_URL,
+    env,
+)
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")  # no default: missing -> ImproperlyConfigured
@@ -36,6 +48,18 @@ if not MODEL_WEIGHTS_SHA256:
         "densenet121-res224-all weights (docs/operations.md); the untrained fallback is refused here"
     )
 MODEL_ALLOW_FALLBACK = False
+if not PHI_KEYS:
+    raise ImproperlyConfigured(
+        "set CXRQ_PHI_KEY: it seals the PHI kept to return DICOM results (docs/security.md); "
+        "`python manage.py dicom_sender phi-key` prints a new one"
+    )
+for _phi_key in PHI_KEYS:
+    try:
+        _phi_key_bytes = base64.urlsafe_b64decode(_phi_key.strip() + "==")
+    except (binascii.Error, ValueError):
+        _phi_key_bytes = b""
+    if len(_phi_key_bytes) != 32:
+        raise ImproperlyConfigured("CXRQ_PHI_KEY: each key must be 32 bytes in url-safe base64")
 MODEL_FAKE = False
 
 # HTTPS only. TLS is terminated in front of the web process (a proxy or load balancer that

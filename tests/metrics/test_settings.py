@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.factories import ROOT
+from tests.factories import ROOT, phi_key
 
 _PRINT = (
     "from django.conf import settings as s; import json; print(json.dumps([s.LOG_FORMAT, "
@@ -27,6 +27,7 @@ def _settings(module: str, tmp_path: Path, **extra: str) -> subprocess.Completed
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
         "CXRQ_MODEL_WEIGHTS_SHA256": "a" * 64,
+        "CXRQ_PHI_KEY": phi_key(),
         "CXRQ_VAR_DIR": str(tmp_path / "var"),
         **extra,
     }

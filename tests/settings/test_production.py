@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.factories import ROOT
+from tests.factories import ROOT, phi_key
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
@@ -21,6 +21,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
         "CXRQ_MODEL_WEIGHTS_SHA256": "a" * 64,
+        "CXRQ_PHI_KEY": phi_key(),
         "CXRQ_VAR_DIR": str(tmp_path / "var"),
     }
     out = subprocess.run(

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from backend.audit.services import Actor, audit_write
 from backend.clients.models import Client
+from backend.dicomnet.returnpath import return_paths_forget
 from backend.jobs import errors, selectors
 from backend.jobs.events import announce_ended
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Transition
@@ -78,6 +79,7 @@ def tombstone(jobs: QuerySet[Job], *, now: datetime | None = None) -> list[uuid.
         JobResult.objects.filter(job_id__in=ids).delete()
         IdempotencyKey.objects.filter(job_id__in=ids).delete()
         WebhookDelivery.objects.filter(job_id__in=ids).update(payload=None)
+        return_paths_forget(ids, reason="job_deleted")  # the PHI kept to return a DICOM job's result
         WebhookDelivery.objects.filter(job_id__in=ids, status=DeliveryStatus.PENDING).update(
             status=DeliveryStatus.GAVE_UP,
             finished_at=timezone.now(),
@@ -171,6 +173,7 @@ def _delete_images(jobs: QuerySet[Job], *, now: datetime) -> list[uuid.UUID]:
         if not ids:
             return []
         Job.objects.filter(id__in=ids).update(image_deleted_at=now, upload="")
+        return_paths_forget(ids, reason="image_deleted")  # its PHI goes with the image it came with
         files = [name for _, name in rows if name]
         transaction.on_commit(lambda: _delete_files(files))
     return ids

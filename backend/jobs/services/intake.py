@@ -12,6 +12,7 @@ are checked on every upload, a cache hit included, and an image they refuse is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,11 +48,14 @@ def job_create(
     idempotency_key: str | None = None,
     priority: str | None = None,
     callback_url: str | None = None,
+    on_create: Callable[[Job], None] | None = None,
 ) -> JobCreateOutcome:
     """Create the client's job for an upload, or return its live job for the same bytes and model.
 
     With an Idempotency-Key, a replay returns the job the key first answered
     with, and the key with different bytes is refused (409).
+    on_create: called with a new job inside the transaction that inserts it (the DICOM receiver
+    keeps its return path there); what it raises refuses the upload and leaves no job.
     """
     urgency, callback = upload_options(client=client, priority=priority, callback_url=callback_url)
     data = images.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
@@ -66,6 +70,7 @@ def job_create(
             content_type=content_type,
             priority=urgency,
             callback_url=callback,
+            on_create=on_create,
         )
 
     if not idempotency_key:
@@ -129,6 +134,7 @@ def _create_or_dedup(
     content_type: str,
     priority: Priority = Priority.ROUTINE,
     callback_url: str = "",
+    on_create: Callable[[Job], None] | None = None,
 ) -> JobCreateOutcome:
     model_version = current_model_version()
     rules = eligibility.rules_for(client)
@@ -171,6 +177,8 @@ def _create_or_dedup(
     try:
         with transaction.atomic():
             job.save(force_insert=True)
+            if on_create is not None:
+                on_create(job)
             if shared is None:
                 wake_workers([job.id])
             else:

@@ -13,7 +13,7 @@ import torch
 import torchxrayvision as xrv
 
 from backend.jobs.model_identity import LABELS, MODEL_NAME
-from tests.factories import DATA, PNG_JPEG_SAMPLES, ROOT
+from tests.factories import DATA, PNG_JPEG_SAMPLES, ROOT, phi_key
 from tests.worker.runtime.references import reference_input, reference_model
 from worker.runtime import fallback, weights
 from worker.runtime.preprocess import preprocess
@@ -130,6 +130,7 @@ def test_production_refuses_to_start_without_verified_weights(tmp_path):
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
         "CXRQ_PUBLIC_URL": "https://cxrq.example.org",
+        "CXRQ_PHI_KEY": phi_key(),
         "HOME": str(tmp_path),  # no torchxrayvision cache here
     }
     no_public_url = _settings_check(safe | {"CXRQ_PUBLIC_URL": "http://cxrq.example.org"})

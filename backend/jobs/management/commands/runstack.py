@@ -1,4 +1,5 @@
-"""`make run`: the API, one worker and the dispatcher (webhooks, purge) in one command, on whatever settings say.
+"""`make run`: the API, one worker, the dispatcher (webhooks, purge) and the DICOM receiver in one command,
+on whatever settings say.
 
 With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + kombu's filesystem
 transport: no services needed. Ctrl-C stops both.
@@ -15,27 +16,41 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from backend.clients.models import Client
 from backend.clients.services import development_key
+from backend.dicomnet.services import DEVELOPMENT_AE_TITLE, development_sender
 from backend.edge.server import server_argv
 
 
 class Command(BaseCommand):
-    help = "Serve the API on 127.0.0.1:PORT with one worker and the dispatcher (development)."
+    help = "Serve the API on 127.0.0.1:PORT with one worker, the dispatcher and the DICOM receiver (development)."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--dicom-port", type=int, default=settings.DICOM_PORT)
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, dicom_port: int, **options):
         db = settings.DATABASES["default"]
         base = f"http://{host}:{port}"
+        dicom_env: dict[str, str] = {}
         if settings.DEV_API_KEY_FILE is not None:
             key_file = settings.DEV_API_KEY_FILE
             development_key(path=key_file)
+            # dcmtk's default calling AE title sends as the development client: `storescu -xy` as it is.
+            development_sender(client=Client.objects.get(name="development"))
+            # and its default called title (ANY-SCP) is answered: no -aec needed.
+            dicom_env = {
+                "CXRQ_DICOM_REQUIRE_CALLED_AE_TITLE": os.environ.get(
+                    "CXRQ_DICOM_REQUIRE_CALLED_AE_TITLE", "false"
+                )
+            }
             key_lines = [
                 f"  API key  : in {key_file} (the 'development' client; kept across restarts)",
                 f'  try      : curl -H "Authorization: Api-Key $(cat {key_file})" '
                 f"-F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
+                f"  try DICOM: storescu -xy {host} {dicom_port} tests/data/cxr/*.dcm   "
+                f"(calling AE {DEVELOPMENT_AE_TITLE} -> the 'development' client)",
             ]
         else:
             key_lines = ["  API key  : python manage.py create_client NAME (prints a key once)"]
@@ -48,6 +63,10 @@ class Command(BaseCommand):
                     f"  open     : {base}/   (the web client: sign in with the API key below)",
                     f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
                     f"  admin    : {base}/admin/",
+                    f"  DICOM    : AE title {settings.DICOM_AE_TITLE} on {host}:{dicom_port} "
+                    "(senders: python manage.py dicom_sender list)"
+                    if dicom_port
+                    else "  DICOM    : no receiver (--dicom-port 0)",
                     "  add admin: .venv/bin/python manage.py createsuperuser",
                     f"  API docs : {base}/api/docs/ (Swagger UI), {base}/api/redoc/, schema {base}/api/schema/",
                     *key_lines,
@@ -66,6 +85,12 @@ class Command(BaseCommand):
         # core, at most 4).
         web = subprocess.Popen(server_argv(f"{host}:{port}"), env=env)
         processes = (web, worker, dispatcher)
+        # The DICOM receiver (C-STORE SCP), its own process as in a deployment. Not one the stack
+        # stops for: a busy DICOM port leaves the API running (--dicom-port 0: no receiver).
+        dicom = None
+        if dicom_port:
+            argv = [sys.executable, "manage.py", "run_dicom", "--address", host, "--port", str(dicom_port)]
+            dicom = subprocess.Popen(argv, env=env | dicom_env)
         stop = _Stop()
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -74,10 +99,11 @@ class Command(BaseCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for proc in processes:
+            everything = (*processes, dicom) if dicom is not None else processes
+            for proc in everything:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in processes:
+            for proc in everything:
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:

@@ -1,0 +1,269 @@
+"""The DICOM receiver: a C-STORE / C-ECHO SCP (pynetdicom) in its own process (`manage.py run_dicom`).
+
+Association: the calling AE title (and, where configured, the peer's address) must be an enabled
+DicomSender, else A-ASSOCIATE-RJ (rejected-permanent, service-user, calling AE title not
+recognised); the called AE title must be ours (called AE title not recognised); past
+CXRQ_DICOM_MAX_ASSOCIATIONS at once, rejected-transient, local limit exceeded. ACSE, DIMSE and
+network timeouts drop a peer that opens a connection and sends nothing. A dataset still arriving
+past CXRQ_UPLOAD_MAX_BYTES (and its PDU headers) has its connection closed (A-P-ABORT) before it
+is held in memory, as an HTTP upload that large is cut off.
+
+C-STORE: the encoded dataset is written back to a Part 10 file (preamble and file meta, no
+re-encoding) and goes through the HTTP upload's intake (services.instance_receive); a refusal is a
+DIMSE failure status with the intake's code as Error Comment, logged as event=dicom_refused. No
+exception ends the process: an unexpected one is 0x0110 (processing failure), logged with its type.
+
+Every association runs in its own thread with its own database connection, closed when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from django.conf import settings
+from django.db import connections
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.acse import ACSE
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import AssociationServer, RequestHandler, ThreadedAssociationServer
+
+from backend.core.exceptions import ApplicationError
+from backend.core.logging import request_id_var
+from backend.dicomnet import services
+from backend.jobs import dicom as intake_dicom
+
+logger = logging.getLogger(__name__)
+# pynetdicom's own INFO/DEBUG lines quote request attributes (SOP Instance UIDs, and at DEBUG whole
+# PDUs): ours say what happened without them.
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+NOT_CHEST_XRAY = 0xC001
+UNSUPPORTED_ENCODING = 0xC002
+OVER_LIMITS = 0xC003
+UNSUPPORTED_PIXELS = 0xC004
+
+# Intake's refusal codes -> C-STORE failure statuses (PS3.4 Table B.2-1): out of resources for a
+# full queue (the sender retries later), "does not match SOP class" for an object that is not the
+# image it claims to be, and the "cannot understand" range, by kind, for everything else.
+STATUS_FOR_CODE: dict[str, int] = {
+    "queue_full": OUT_OF_RESOURCES,
+    "client_queue_full": OUT_OF_RESOURCES,
+    "dicom_dataset_mismatch": DATASET_MISMATCH,
+    "dicom_unsupported_object": DATASET_MISMATCH,
+    "not_chest_xray": NOT_CHEST_XRAY,
+    "dicom_unsupported_transfer_syntax": UNSUPPORTED_ENCODING,
+    "file_too_large": OVER_LIMITS,
+    "image_too_many_pixels": OVER_LIMITS,
+    "image_too_small": OVER_LIMITS,
+    "dicom_header_too_large": OVER_LIMITS,
+    "dicom_inflated_too_large": OVER_LIMITS,
+    "dicom_no_pixel_data": UNSUPPORTED_PIXELS,
+    "dicom_multiframe": UNSUPPORTED_PIXELS,
+    "dicom_color": UNSUPPORTED_PIXELS,
+    "dicom_unsupported_pixels": UNSUPPORTED_PIXELS,
+    "dicom_burned_in_annotation": UNSUPPORTED_PIXELS,
+}
+
+# Which storage SOP classes and transfer syntaxes are offered: what intake reads (Deflated too:
+# the dataset is kept encoded and intake inflates it with a bound).
+STORAGE_SOP_CLASSES = tuple(intake_dicom.IMAGE_SOP_CLASSES)
+TRANSFER_SYNTAXES = (*intake_dicom.TRANSFER_SYNTAXES, intake_dicom.DEFLATED)
+
+REJECT_PERMANENT, REJECT_TRANSIENT = 0x01, 0x02
+SOURCE_SERVICE_USER = 0x01
+REASON_CALLING_AE_NOT_RECOGNISED = 0x03
+
+
+P_DATA_TF = b"\x04"
+
+
+def _dataset_bytes_limit() -> int:
+    """How many P-DATA bytes one C-STORE may take: an upload's limit, plus its PDU and PDV headers."""
+    return settings.UPLOAD_MAX_BYTES + settings.UPLOAD_MAX_BYTES // 64 + 65536
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _close_db() -> None:
+    connections.close_all()  # this thread's connections only
+
+
+class _SenderACSE(ACSE):
+    """pynetdicom's acceptor negotiation, after a look-up of the calling AE title among the senders."""
+
+    def _negotiate_as_acceptor(self) -> None:
+        request = self.requestor.primitive
+        calling = str(request.calling_ae_title or "").strip()
+        address = str(self.assoc.requestor.address or "")
+        active = [a for a in self.assoc.ae.active_associations if a.is_acceptor]
+        if len(active) > self.assoc.ae.maximum_associations:
+            logger.warning(
+                "event=dicom_association_rejected calling_ae=%s peer=%s reason=too_many_associations active=%d",
+                calling,
+                address,
+                len(active) - 1,
+            )
+            return super()._negotiate_as_acceptor()  # rejects: transient, local limit exceeded
+        try:
+            sender, why = services.sender_for(ae_title=calling, address=address)
+        finally:
+            _close_db()
+        if sender is None:
+            logger.warning(
+                "event=dicom_association_rejected calling_ae=%s peer=%s reason=%s", calling, address, why
+            )
+            self.requestor.ae_title = request.calling_ae_title
+            self.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE_NOT_RECOGNISED)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return None
+        self.assoc.cxrq_sender = sender
+        return super()._negotiate_as_acceptor()
+
+
+class _RequestHandler(RequestHandler):
+    def _create_association(self):
+        assoc = super()._create_association()
+        assoc.acse = _SenderACSE(assoc)
+        assoc.cxrq_sender = None
+        run = assoc.run
+
+        def run_then_close() -> None:
+            try:
+                run()
+            finally:
+                _close_db()
+
+        assoc.run = run_then_close
+        return assoc
+
+
+def handle_echo(event) -> int:  # noqa: ARG001 - pynetdicom's handler signature
+    return SUCCESS
+
+
+def count_received(event) -> None:
+    """Runs as each PDU arrives: a dataset past the limit ends the connection now, not once held."""
+    data = event.data
+    if data[:1] != P_DATA_TF:
+        return
+    assoc = event.assoc
+    assoc.cxrq_pending_bytes = getattr(assoc, "cxrq_pending_bytes", 0) + len(data)
+    if assoc.cxrq_pending_bytes > _dataset_bytes_limit() and not getattr(assoc, "cxrq_cut_off", False):
+        assoc.cxrq_cut_off = True
+        logger.warning(
+            "event=dicom_refused code=file_too_large status=abort calling_ae=%s max_bytes=%d",
+            str(assoc.requestor.ae_title or "").strip(),
+            settings.UPLOAD_MAX_BYTES,
+        )
+        sock = assoc.dul.socket
+        if sock is not None:
+            sock.close()  # the DUL sees the transport close: A-P-ABORT, the association ends
+
+
+def handle_store(event) -> Dataset | int:
+    sender = getattr(event.assoc, "cxrq_sender", None)
+    calling = str(event.assoc.requestor.ae_title or "").strip()
+    if sender is None:  # not reachable: negotiation refuses an association without one
+        return _status(PROCESSING_FAILURE, "no_sender")
+    event.assoc.cxrq_pending_bytes = 0  # this message is complete; the next one counts afresh
+    request = event.request
+    token = request_id_var.set(f"dicom-{uuid.uuid4().hex[:16]}")
+    try:
+        received = services.instance_receive(
+            sender=sender,
+            part10=event.encoded_dataset(include_meta=True),
+            sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            peer_address=str(event.assoc.requestor.address or ""),
+        )
+    except ApplicationError as exc:
+        status = STATUS_FOR_CODE.get(exc.code, CANNOT_UNDERSTAND)
+        logger.warning(
+            "event=dicom_refused code=%s status=0x%04X calling_ae=%s sop_class=%s",
+            exc.code,
+            status,
+            calling,
+            request.AffectedSOPClassUID,
+        )
+        return _status(status, exc.code)
+    except Exception as exc:  # noqa: BLE001 - a refusal, never the end of the receiver
+        # Never crash the receiver, and never log the exception's text: it may quote PHI.
+        logger.error(
+            "event=dicom_refused code=processing_failure status=0x%04X calling_ae=%s error=%s",
+            PROCESSING_FAILURE,
+            calling,
+            type(exc).__name__,
+        )
+        return _status(PROCESSING_FAILURE, "processing_failure")
+    finally:
+        request_id_var.reset(token)
+    logger.info(
+        "event=dicom_stored job_id=%s calling_ae=%s client_id=%s deduplicated=%s",
+        received.job.id,
+        calling,
+        sender.client_id,
+        received.deduplicated,
+    )
+    return SUCCESS
+
+
+def application_entity() -> AE:
+    ae = AE(ae_title=settings.DICOM_AE_TITLE)
+    ae.require_called_aet = settings.DICOM_REQUIRE_CALLED_AE_TITLE
+    ae.maximum_associations = settings.DICOM_MAX_ASSOCIATIONS
+    ae.maximum_pdu_size = settings.DICOM_MAX_PDU_BYTES
+    ae.acse_timeout = settings.DICOM_ACSE_TIMEOUT_SECONDS
+    ae.dimse_timeout = settings.DICOM_DIMSE_TIMEOUT_SECONDS
+    ae.network_timeout = settings.DICOM_NETWORK_TIMEOUT_SECONDS
+    ae.add_supported_context(Verification)
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    return ae
+
+
+HANDLERS = [
+    (evt.EVT_C_ECHO, handle_echo),
+    (evt.EVT_C_STORE, handle_store),
+    (evt.EVT_DATA_RECV, count_received),
+]
+
+
+def serve(*, address: str, port: int, stop: threading.Event) -> None:
+    """Listen until `stop` is set; then refuse new associations and end the ones in hand."""
+    ae = application_entity()
+    server: AssociationServer = ae.make_server(
+        (address, port),
+        evt_handlers=HANDLERS,
+        server_class=ThreadedAssociationServer,
+        request_handler=_RequestHandler,
+    )
+    ae._servers.append(server)  # so ae.shutdown() stops it as it does its own
+    thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
+    thread.start()
+    logger.info(
+        "event=dicom_listening ae_title=%s address=%s port=%d max_associations=%d",
+        settings.DICOM_AE_TITLE,
+        address,
+        server.server_address[1],
+        ae.maximum_associations,
+    )
+    try:
+        stop.wait()
+    finally:
+        ae.shutdown()
+        thread.join(timeout=10)
+        logger.info("event=dicom_stopped")
