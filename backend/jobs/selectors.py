@@ -104,6 +104,24 @@ def queue_depth(*, model_version: str | None = None, client: Client | None = Non
     return qs.count()
 
 
+# What worker autoscaling scales on, written once: KEDA's PostgreSQL scaler runs this very text
+# (deploy/k8s/base/worker-autoscaling.yaml; tests/deploy check the two are equal and count alike),
+# and `manage.py queue_depth` prints it. Jobs that need a worker now or soon: queued (a retry's
+# backoff included: claimable within seconds) and in progress (held by a worker; one whose lease
+# lapsed needs a live worker's reaper, so a fleet scaled to zero comes back for it).
+QUEUE_DEPTH_SQL = (
+    f"SELECT count(*) FROM {Job._meta.db_table} "
+    f"WHERE status IN ('{JobStatus.QUEUED.value}', '{JobStatus.IN_PROGRESS.value}')"
+)
+
+
+def scaling_queue_depth() -> int:
+    """QUEUE_DEPTH_SQL's number: the jobs worker autoscaling sizes the fleet for."""
+    with connection.cursor() as cursor:
+        cursor.execute(QUEUE_DEPTH_SQL)
+        return int(cursor.fetchone()[0])
+
+
 def queued_jobs(*, waiting_seconds: float = 0.0, claimable_only: bool = False) -> QuerySet[Job]:
     """Queued jobs created more than waiting_seconds ago, oldest first; with claimable_only,
     not those waiting out a retry backoff."""
