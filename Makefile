@@ -31,10 +31,24 @@ run: install
 worker: install
 	$(PY) -m worker
 
-# The docs-page test (tests/contract) drives Debian's Chromium, never a downloaded browser: installed
-# here when running as root; elsewhere that test skips and says what to install.
+# The DICOM receiver alone (make run starts one too): C-STORE/C-ECHO on CXRQ_DICOM_PORT (11112).
+.PHONY: dicom
+dicom: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py run_dicom
+
+# Real peers the tests drive, from Debian, installed here when running as root (elsewhere the tests
+# that need one skip and say what to install): Chromium for the browser tests (never a downloaded
+# browser), dcmtk (storescu, echoscu) and Orthanc for the DICOM tests, dicom3tools' dciodvfy for
+# the SR, and kubectl (kustomize) for the manifests where the machine's apt sources carry it.
+TEST_PEERS := /usr/bin/chromium:chromium /usr/bin/storescu:dcmtk /usr/sbin/Orthanc:orthanc /usr/bin/dciodvfy:dicom3tools /usr/bin/kubectl:kubectl
 test: install
-	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "make test: could not install chromium; the docs-page test will skip"
+	@missing=""; for peer in $(TEST_PEERS); do test -x "$${peer%%:*}" || missing="$$missing $${peer##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq; for pkg in $$missing; do DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1 || echo "make test: could not install $$pkg; the tests that need it will skip"; done; \
+	  else echo "make test: not root, not installing:$$missing; the tests that need them will skip"; fi; \
+	fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Refresh the screenshots in docs/screenshots/ from the browser tests (a plain test run keeps its own).
