@@ -36,6 +36,7 @@ class ClientAdmin(admin.ModelAdmin):
         "read_rate",
         "max_queued_jobs",
         "webhook_allowed_hosts",
+        "webhook_payload_format",
         "image_retention_days",
         "result_retention_days",
         "eligibility",

@@ -108,6 +108,13 @@ class Client(models.Model):
         "A private, loopback or link-local address is refused unless an address or network "
         "entry here covers it (backend/webhooks/targets.py).",
     )
+    webhook_payload_format = models.CharField(
+        max_length=8,
+        choices=[("job", "job: the job as the API shows it"), ("fhir", "fhir: a FHIR R4 DiagnosticReport")],
+        default="job",
+        help_text="What this client's webhooks carry: the job's JSON, or its result as a FHIR "
+        "DiagnosticReport (backend/interop/fhir.py).",
+    )
     image_retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,

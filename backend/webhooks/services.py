@@ -104,9 +104,17 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
 
 
 def payload_for(job: Job) -> bytes:
-    """The job as GET /api/v1/jobs/{id} shows it (without the delivery log itself)."""
+    """The job as GET /api/v1/jobs/{id} shows it (without the delivery log itself); for a client
+    whose format is fhir, its FHIR DiagnosticReport instead. Payloads rest in the database for the
+    retries, so the FHIR one carries no return-path PHI (GET /api/v1/jobs/{id}/fhir does)."""
     from backend.jobs.serializers import JobOutputSerializer
 
+    if job.client.webhook_payload_format == "fhir":
+        from backend.interop import fhir
+
+        if job.status == JobStatus.SUCCEEDED:
+            return fhir.to_json(fhir.build_diagnostic_report(job=job, return_path=None))
+        return fhir.to_json(fhir.build_unavailable_report(job=job))
     return json.dumps(JobOutputSerializer(job).data, separators=(",", ":")).encode()
 
 

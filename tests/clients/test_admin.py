@@ -23,6 +23,7 @@ def test_a_clients_rates_and_organisation_are_set_in_the_admin(admin_client):
         "upload_rate": "120/min",
         "read_rate": "0",
         "max_queued_jobs": "",
+        "webhook_payload_format": "job",
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
     }

@@ -19,6 +19,7 @@ def _form(name: str, eligibility: str) -> dict:
         "upload_rate": "",
         "read_rate": "",
         "max_queued_jobs": "",
+        "webhook_payload_format": "job",
         "eligibility": eligibility,
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
