@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
@@ -23,20 +24,35 @@ from loadtest.stack import ProcessStack, free_port, port_open, wait_for
 
 
 class PrivateRedis:
-    def __init__(self, workdir: Path):
-        self.port = free_port()
+    """redis-server on a free loopback port, or, given `host` and a command `prefix` (such as
+    `ip netns exec NAME`), on that address wherever the prefix runs it."""
+
+    def __init__(
+        self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None, prefix: Sequence[str] = ()
+    ):
+        self.host, self.prefix = host, list(prefix)
+        self.port = port or free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
+
+    def _reachable(self) -> bool:
+        if not self.prefix:
+            return port_open(self.port, self.host)
+        ping = [*self.prefix, "redis-cli", "-h", self.host, "-p", str(self.port), "PING"]
+        return subprocess.run(ping, capture_output=True, timeout=10).stdout.strip() == b"PONG"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 "redis-server",
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -47,7 +63,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: port_open(self.port), 10, what="redis")
+        wait_for(self._reachable, 10, what="redis")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -60,27 +76,44 @@ class PrivateRedis:
         self.start()
 
     def flushall(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
+        subprocess.run(
+            [*self.prefix, "redis-cli", "-h", self.host, "-p", str(self.port), "FLUSHALL"],
+            check=True,
+            capture_output=True,
+        )
 
 
 class PrivatePostgres:
-    """initdb + pg_ctl on a free port, run as the postgres user (initdb refuses root)."""
+    """initdb + pg_ctl on a free port, run as the postgres user (initdb refuses root).
 
-    def __init__(self, workdir: Path):
+    Given `host`, a command `prefix` (such as `ip netns exec NAME`) and `allow` (a network in
+    CIDR form), it listens on that address wherever the prefix runs it, trusting that network.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        prefix: Sequence[str] = (),
+        allow: str = "",
+    ):
         import tempfile
 
         # Its own directory outside pytest's (0700, root-only) tmp tree: the server runs as postgres.
         workdir = Path(tempfile.mkdtemp(prefix="cxrq-pg-"))
         workdir.chmod(0o755)
         self.workdir = workdir
-        self.port = free_port()
+        self.host, self.prefix, self.allow = host, list(prefix), allow
+        self.port = port or free_port()
         self.datadir = workdir / "pgdata"
         self.sockdir = workdir / "pgsock"
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/cxrq"
+        self.url = f"postgres://postgres@{host}:{self.port}/cxrq"
 
     def _as_postgres(self, *cmd: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*self.prefix, *user, *cmd], check=True, capture_output=True, timeout=120)
 
     def init(self) -> None:
         for d in (self.datadir, self.sockdir):
@@ -90,8 +123,11 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.datadir.parent, "postgres", "postgres")
         self._as_postgres("initdb", "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        if self.allow:
+            with open(self.datadir / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.allow} trust\n")
         self.start()
-        self._as_postgres("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "cxrq")
+        self._as_postgres("createdb", "-h", self.host, "-p", str(self.port), "-U", "postgres", "cxrq")
 
     def start(self) -> None:
         self._as_postgres(
@@ -102,7 +138,7 @@ class PrivatePostgres:
             "-l",
             str(self.datadir / "server.log"),
             "-o",
-            f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            f"-p {self.port} -k {self.sockdir} -c listen_addresses={self.host} -c fsync=off",
             "start",
         )
 
