@@ -104,7 +104,9 @@ class BatchLoop:
         deadline = time.monotonic() + wait_s
         poll = max(wait_s / 4, 0.005)
         while time.monotonic() < deadline and not self.stopping.is_set():
-            queued = selectors.queue_depth(model_version=self.model_version)
+            queued = selectors.queue_depth(
+                model_version=self.model_version, at_most=self.config.batch_max_size
+            )
             if queued == 0 or queued >= self.config.batch_max_size:
                 return
             time.sleep(min(poll, max(deadline - time.monotonic(), 0)))

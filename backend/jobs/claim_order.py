@@ -43,21 +43,18 @@ waiting AS (
 )"""
 
 
+_HEAD_PART = """
+        (SELECT id, client_id, created_at, priority FROM jobs_job
+         WHERE status = '{queued}' AND model_version = %s AND client_id = c.id AND priority = {priority}
+           AND (available_at IS NULL OR available_at <= %s) AND attempts {attempts}
+         ORDER BY created_at LIMIT %s)"""
+
 _HEAD_CTE = """
 head AS (
     SELECT j.id, j.client_id, j.created_at,
            CASE WHEN j.priority = {stat} OR j.created_at <= %s THEN {stat} ELSE j.priority END AS urgency
     FROM clients_client c
-    CROSS JOIN LATERAL (
-        (SELECT id, client_id, created_at, priority FROM jobs_job
-         WHERE status = '{queued}' AND model_version = %s AND client_id = c.id AND priority = {stat}
-           AND (available_at IS NULL OR available_at <= %s) AND attempts {attempts}
-         ORDER BY created_at LIMIT %s)
-        UNION ALL
-        (SELECT id, client_id, created_at, priority FROM jobs_job
-         WHERE status = '{queued}' AND model_version = %s AND client_id = c.id AND priority <> {stat}
-           AND (available_at IS NULL OR available_at <= %s) AND attempts {attempts}
-         ORDER BY created_at LIMIT %s)
+    CROSS JOIN LATERAL ({parts}
     ) j
 ),
 waiting AS (
@@ -68,14 +65,19 @@ waiting AS (
 
 
 def head_cte(*, attempts: str = "IS NOT NULL") -> str:
-    """`waiting` over each client's first jobs of each priority only (PostgreSQL: LATERAL)."""
-    return _HEAD_CTE.format(stat=int(Priority.STAT), queued=JobStatus.QUEUED, attempts=attempts)
+    """`waiting` over each client's first jobs of each priority only (PostgreSQL: LATERAL). One
+    probe per priority, each an equality on the index's priority column, so that the index gives
+    the order and the probe reads only the rows it returns."""
+    parts = "\n        UNION ALL".join(
+        _HEAD_PART.format(queued=JobStatus.QUEUED, priority=int(p), attempts=attempts) for p in Priority
+    )
+    return _HEAD_CTE.format(stat=int(Priority.STAT), parts=parts)
 
 
 def head_params(*, model_version: str, now: datetime, depth: int) -> list:
     """`head_cte`'s parameters, in order."""
     promoted_before, model_version, now_ = waiting_params(model_version=model_version, now=now)
-    return [promoted_before, model_version, now_, depth, model_version, now_, depth]
+    return [promoted_before, *([model_version, now_, depth] * len(Priority))]
 
 
 def waiting_cte(*, attempts: str = "IS NOT NULL") -> str:

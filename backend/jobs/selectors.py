@@ -95,12 +95,18 @@ def organisation_result(*, client: Client, sha256: str, model_version: str) -> J
     )
 
 
-def queue_depth(*, model_version: str | None = None, client: Client | None = None) -> int:
+def queue_depth(
+    *, model_version: str | None = None, client: Client | None = None, at_most: int | None = None
+) -> int:
+    """Queued jobs; with at_most, counted only up to it (a question of "as many as N?" then
+    costs N rows read, not the whole queue: make capacity, docs/scaling.md)."""
     qs = Job.objects.filter(status=JobStatus.QUEUED)
     if model_version:
         qs = qs.filter(model_version=model_version)
     if client is not None:
         qs = qs.filter(client=client)
+    if at_most is not None:
+        return qs.order_by()[:at_most].count()
     return qs.count()
 
 

@@ -391,7 +391,7 @@ ELIGIBLE_REQUIRE = env.list("CXRQ_ELIGIBLE_REQUIRE", default=[])
 LEASE_SECONDS = env.float("CXRQ_LEASE_SECONDS", default=60.0)
 # The claim on PostgreSQL ranks only the head of each client's queue, this many batches deep
 # (backend/jobs/claim_order.py): deeper than the claimers that may hold its first rows at once.
-CLAIM_HEAD_FACTOR = env.int("CXRQ_CLAIM_HEAD_FACTOR", default=8)
+CLAIM_HEAD_FACTOR = env.int("CXRQ_CLAIM_HEAD_FACTOR", default=4)
 MAX_ATTEMPTS = env.int("CXRQ_MAX_ATTEMPTS", default=3)
 RETRY_BACKOFF_SECONDS = env.float("CXRQ_RETRY_BACKOFF_SECONDS", default=2.0)
 SWEEP_AFTER_SECONDS = env.float("CXRQ_SWEEP_AFTER_SECONDS", default=10.0)

@@ -66,7 +66,7 @@ def _db_dt(value) -> Any:
 # places in the batch and left it short (a third of claims at 4 claimers, make capacity).
 _PICK_AND_MOVE_SQL = """,
 picked AS (
-    SELECT j.id FROM jobs_job j JOIN waiting w ON w.id = j.id
+    SELECT j.id FROM jobs_job j JOIN {waiting} w ON w.id = j.id
     WHERE j.status = '{queued}'
     ORDER BY w.urgency, w.turn, w.created_at
     LIMIT %s
@@ -100,8 +100,12 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
         _db_dt(lease),
         _db_uuid(batch.batch_id),
     ]
-    pick_and_move = _PICK_AND_MOVE_SQL.format(
-        lock=lock, queued=JobStatus.QUEUED, in_progress=JobStatus.IN_PROGRESS
+    statuses = {"queued": JobStatus.QUEUED, "in_progress": JobStatus.IN_PROGRESS}
+    pick_and_move = _PICK_AND_MOVE_SQL.format(lock=lock, waiting="waiting", **statuses)
+    # The bounded pass joins and locks only the front of the head's order (as deep as the head
+    # itself: what concurrent claimers may hold), not every head row.
+    pick_and_move_head = _PICK_AND_MOVE_SQL.format(
+        lock=lock, waiting="(SELECT * FROM waiting ORDER BY urgency, turn, created_at LIMIT %s)", **statuses
     )
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -112,16 +116,13 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
                 # concurrent claimers holding its first rows leave this one the rows behind.
                 bounded = attempts == "= 0" and connection.vendor == "postgresql"
                 if bounded:
-                    cte = head_cte(attempts=attempts)
-                    params = head_params(
-                        model_version=model_version, now=now, depth=limit * settings.CLAIM_HEAD_FACTOR
-                    )
+                    depth = limit * settings.CLAIM_HEAD_FACTOR
+                    sql = "WITH " + head_cte(attempts=attempts) + pick_and_move_head
+                    params = [*head_params(model_version=model_version, now=now, depth=depth), depth]
                 else:
-                    cte, params = (
-                        waiting_cte(attempts=attempts),
-                        waiting_params(model_version=model_version, now=now),
-                    )
-                cursor.execute("WITH " + cte + pick_and_move, [*params, limit, *params_tail])
+                    sql = "WITH " + waiting_cte(attempts=attempts) + pick_and_move
+                    params = waiting_params(model_version=model_version, now=now)
+                cursor.execute(sql, [*params, limit, *params_tail])
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.
                 claimed = len(cursor.fetchall())

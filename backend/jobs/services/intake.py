@@ -251,13 +251,13 @@ def _check_backpressure(client: Client) -> None:
     """Refuse new inference work while the whole queue is over MAX_QUEUE_DEPTH (503), or this
     client's share of it is over its cap (429: other clients are still served)."""
     limit = settings.MAX_QUEUE_DEPTH
-    if limit > 0 and (depth := selectors.queue_depth()) >= limit:
+    if limit > 0 and (depth := selectors.queue_depth(at_most=limit)) >= limit:
         raise errors.QueueFull(
             details={"queue_depth": depth, "max_queue_depth": limit},
             retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
         )
     cap = client.queued_jobs_cap
-    if cap > 0 and (mine := selectors.queue_depth(client=client)) >= cap:
+    if cap > 0 and (mine := selectors.queue_depth(client=client, at_most=cap)) >= cap:
         raise errors.ClientQueueFull(
             details={"queued_jobs": mine, "max_queued_jobs": cap},
             retry_after=settings.QUEUE_FULL_RETRY_AFTER_SECONDS,
