@@ -4,7 +4,12 @@
              (xrv normalize + XRayCenterCrop + XRayResizer): the reference system's setup
   default    what cxrq ships: load_runtime() with the settings as they are
              (tuned backend, batch size, threads, preprocessing workers)
-  fast       the same with CXRQ_PRECISION=fast (the guard decides, as in a worker)
+  fast       the same with CXRQ_PRECISION=fast (the precision ladder decides, as in a worker:
+             worker/runtime/ladder.py); when nothing faster is kept, fast *is* the default and
+             is reported as such, not measured again
+  fast:<p>   each precision the ladder tried and did not keep (bf16, int8...), built again and
+             run through the same pipeline, so that a refused precision still shows its
+             speed and its error
 
 All three decode with worker.runtime.decode. default and fast run the
 worker's pipeline: batches of BATCH_MAX_SIZE, preprocessing in the pool, the
@@ -297,9 +302,11 @@ def breakdown(names: Sequence[str], images: Sequence[bytes], repeats: int = 5) -
         "onnxruntime/fp32": factory.exact("onnxruntime"),
         "openvino/fp32": factory.exact("openvino"),
     }
-    fast, _ = factory.fast("openvino")
-    if fast is not None:
-        backends["openvino/bf16"] = fast
+    from worker.runtime import ladder
+    from worker.runtime.model import BF16_SPLITS
+
+    if not ladder.capabilities().bf16():
+        backends["openvino/bf16"] = factory.bf16(BF16_SPLITS[0])
     inference = {}
     for label, backend in backends.items():
         for size in (1, 4, 8, 16):
@@ -307,6 +314,79 @@ def breakdown(names: Sequence[str], images: Sequence[bytes], repeats: int = 5) -
             backend.predict(batch)
             inference[f"{label} b{size}"] = round(best(lambda b=batch, be=backend: be.predict(b)) / size, 2)
     return {"preprocessing": per_sample, "inference_ms_per_image": inference}
+
+
+def tried_runtimes(fast_rt) -> list[tuple[dict, object]]:
+    """Each precision the ladder tried, measured and did not keep, built again (quantized models
+    come from their cache) as a runtime like fast_rt's: [(tried entry, runtime)]."""
+    from django.conf import settings
+
+    from backend.jobs.model_identity import current_identity
+    from worker.runtime import guard, ladder
+    from worker.runtime.model import BackendFactory, _load_weights
+    from worker.runtime.preprocess import preprocess
+    from worker.runtime.tuned import engine_config
+
+    tried = (fast_rt.fast_guard or {}).get("tried") or []
+    if not any(t["ms_per_image"] is not None and not t["kept"] for t in tried):
+        return []
+    loaded = _load_weights(current_identity())
+    factory = BackendFactory(
+        loaded, threads=fast_rt.extra.get("threads") or 1, device="cpu", cache_dir=settings.MODEL_CACHE_DIR
+    )
+    # The backend the default configuration runs on this CPU (fast's, when nothing faster was kept).
+    default_backend = (fast_rt.engine or engine_config(precision="fp32")).backend
+    default = factory.exact(default_backend)
+    images = guard.calibration_images(settings.MODEL_CALIBRATION_DIR)
+
+    def calibration():
+        arrays = [preprocess(data) for data in images]
+        return np.stack(arrays + [a[:, :, ::-1].copy() for a in arrays]), default.predict
+
+    rungs = factory.rungs(
+        default_backend,
+        caps=ladder.capabilities(),
+        candidates=list(settings.FAST_CANDIDATES),
+        calibration=calibration,
+        limit=settings.FAST_MAX_ABS_DIFF,
+        int8_budget_seconds=settings.FAST_INT8_BUDGET_SECONDS,
+    )
+    out = []
+    for entry, rung in zip(tried, rungs, strict=False):
+        if entry["kept"] or entry["ms_per_image"] is None or rung.build is None:
+            continue
+        if (rung.precision, rung.detail) != (entry["precision"], entry["detail"]):
+            continue
+        backend = rung.build()
+        out.append(
+            (
+                entry,
+                dataclasses.replace(
+                    fast_rt, backend=backend, fast_preprocessing=bool(settings.FAST_PREPROCESS)
+                ),
+            )
+        )
+    return out
+
+
+def precision_table(rows: list[dict]) -> str:
+    head = (
+        f"{'precision':9s} {'backend':9s} {'kept':5s} {'img/s':>7s} {'max|dp|':>8s} {'guard':>8s} "
+        f"{'ms/img':>7s} {'fp32':>7s}  detail; reason"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+
+        def f(v, spec):
+            return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0] or 0))
+
+        lines.append(
+            f"{r['precision']:9s} {r['backend']:9s} {'yes' if r['kept'] else 'no':5s} {f(r['img_s'], '7.1f')} "
+            f"{f(r['max_abs_diff'], '8.4f')} {f(r['guard_max_abs_diff'], '8.4f')} "
+            f"{f(r['ladder_ms_per_image'], '7.1f')} {f(r['ladder_fp32_ms_per_image'], '7.1f')}  "
+            f"{r['detail']}; {r['reason']}"
+        )
+    return "\n".join(lines)
 
 
 # --- cold start, in child processes -------------------------------------------------------
@@ -367,14 +447,14 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def table(rows: list[tuple[str, str, StreamStats]]) -> str:
     head = (
-        f"{'config':10s} {'backend/precision':26s} {'img/s':>7s} "
+        f"{'config':10s} {'backend/precision':36s} {'img/s':>7s} "
         f"{'prep p50':>9s} {'prep p95':>9s} {'infer p50':>10s} {'infer p95':>10s} "
         f"{'e2e p50':>8s} {'e2e p95':>8s}   (ms per image)"
     )
     lines = [head, "-" * len(head)]
     for name, what, s in rows:
         lines.append(
-            f"{name:10s} {what:26s} {s.img_s:7.1f} "
+            f"{name:10s} {what:36s} {s.img_s:7.1f} "
             f"{_pct(s.preprocess_ms, 50):9.1f} {_pct(s.preprocess_ms, 95):9.1f} "
             f"{_pct(s.inference_ms, 50):10.1f} {_pct(s.inference_ms, 95):10.1f} "
             f"{_pct(s.e2e_ms, 50):8.1f} {_pct(s.e2e_ms, 95):8.1f}"
@@ -444,12 +524,44 @@ def main(argv: list[str] | None = None) -> dict:
     engines = {"default": engine_config(precision="fp32"), "fast": engine_config(precision="fast")}
     default_rt, default_load_ms = _load(engines["default"])
     fast_rt, fast_load_ms = _load(engines["fast"])
+    # What fast mode runs after the ladder: the default's configuration when nothing was kept.
+    engines["fast"] = fast_rt.engine or engines["fast"]
+    fast_is_default = not (fast_rt.fast_guard or {}).get("kept")
     threads = os.cpu_count() or 1
     reference = Reference(_reference_model(), threads)
-    configs: list = [reference] + [
-        Pipeline(name, rt, batch_size=engines[name].batch_max_size, workers=engines[name].preprocess_workers)
-        for name, rt in (("default", default_rt), ("fast", fast_rt))
+    tried = tried_runtimes(fast_rt)
+    configs: list = [
+        reference,
+        Pipeline(
+            "default",
+            default_rt,
+            batch_size=engines["default"].batch_max_size,
+            workers=engines["default"].preprocess_workers,
+        ),
     ]
+    if not fast_is_default:
+        configs.append(
+            Pipeline(
+                "fast",
+                fast_rt,
+                batch_size=engines["fast"].batch_max_size,
+                workers=engines["fast"].preprocess_workers,
+            )
+        )
+    tried_names = []
+    for entry, rt in tried:
+        name = f"fast:{entry['precision']}"
+        while name in tried_names:
+            name += "'"
+        tried_names.append(name)
+        configs.append(
+            Pipeline(
+                name,
+                rt,
+                batch_size=engines["fast"].batch_max_size,
+                workers=engines["fast"].preprocess_workers,
+            )
+        )
     batch_size = engines["default"].batch_max_size
     stream = list(images) * args.repeat
     # Warm-up turn (operators cached, pools started, first-run allocations), not counted.
@@ -459,6 +571,8 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.rounds):
         for config in configs:
             totals[config.name].add(config.run(stream))
+    if fast_is_default:
+        totals["fast"] = totals["default"]  # the same configuration: one measurement, not two
     pre = preprocess_speedup(images, reference, repeats=3)
 
     n = len(images)
@@ -470,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
     diff_default = float(np.abs(per_sample(totals["default"]) - ref_probs).max())
     diff_fast = float(np.abs(per_sample(totals["fast"]) - ref_probs).max())
     # Every copy must give the same answer (no mix-up inside batches).
-    for name in ("default", "fast"):
+    for name in ("default", "fast", *tried_names):
         probs = np.stack(totals[name].probs).reshape(-1, n, ref_probs.shape[1])
         assert np.abs(probs - probs[0]).max() < 1e-5, f"{name}: results depend on batch position"
     control = float(np.abs(ref_probs[0] - ref_probs[1]).max())
@@ -482,13 +596,52 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [
         ("reference", "torch/fp32 b1", totals["reference"]),
         ("default", what("default", default_rt), totals["default"]),
-        ("fast", what("fast", fast_rt), totals["fast"]),
+        ("fast", what("fast", fast_rt) + (" (=default)" if fast_is_default else ""), totals["fast"]),
     ]
+    rows += [
+        (
+            name,
+            f"{rt.backend.name}/{rt.backend.precision} b{engines['fast'].batch_max_size} (refused)",
+            totals[name],
+        )
+        for name, (_, rt) in zip(tried_names, tried, strict=True)
+    ]
+    measured = {id(entry): name for name, (entry, _) in zip(tried_names, tried, strict=True)}
+    precisions = []
+    extras = (fast_rt.extra.get("fast_ladder") or {}).get("tried") or []
+    for i, entry in enumerate((fast_rt.fast_guard or {}).get("tried") or []):
+        name = "fast" if entry["kept"] else measured.get(id(entry))
+        stats = totals.get(name) if name else None
+        precisions.append(
+            {
+                "precision": entry["precision"],
+                "backend": entry["backend"],
+                "detail": entry["detail"],
+                "kept": entry["kept"],
+                "reason": entry["reason"],
+                # This bench's pipeline: throughput and max |dprob| against the reference.
+                "img_s": round(stats.img_s, 2) if stats else None,
+                "max_abs_diff": float(f"{np.abs(per_sample(stats) - ref_probs).max():.3g}")
+                if stats
+                else None,
+                # The worker's ladder at start: its guard and its short timed run against fp32.
+                "guard_max_abs_diff": entry["max_abs_diff"],
+                "ladder_ms_per_image": entry["ms_per_image"],
+                "ladder_fp32_ms_per_image": entry["fp32_ms_per_image"],
+                "ladder_speedup": entry["speedup"],
+                "quantization": extras[i].get("quantization") if i < len(extras) else None,
+            }
+        )
     print()
     print(
         table(rows)
         + "\n(b: batch size, t: intra-op threads; e2e: its batch's latency from preprocessing start / batch size)"
     )
+    print()
+    print(
+        "fast mode's precision ladder (max|dp|: this bench vs reference; guard, ms/img, fp32: at worker start)"
+    )
+    print(precision_table(precisions) if precisions else "(nothing tried)")
     ref_img_s = totals["reference"].img_s
     result = {
         "reference_img_s": round(ref_img_s, 2),
@@ -511,6 +664,9 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": engines["default"].batch_max_size,
             "batch_p95_ms": round(_pct(totals["default"].batch_ms, 95), 1),
         },
+        "fast_chosen_precision": fast_rt.backend.precision,
+        "fast_is_default": fast_is_default,
+        "precisions": precisions,
         "fast": {
             "backend": fast_rt.backend.name,
             "precision": fast_rt.backend.precision,

@@ -104,6 +104,9 @@ class WorkerProcess:
                 self.config = engine_config()
             if self.runtime is None:
                 self.runtime = load_runtime(self.config)
+            if self.runtime.engine is not None:
+                # Fast mode that kept nothing faster runs the default configuration, batching too.
+                self.config = self.runtime.engine
             handler = InferenceHandler(
                 self.runtime, worker_id=self.worker_id, pool=PreprocessPool(self.config.preprocess_workers)
             )

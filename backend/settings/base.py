@@ -428,6 +428,19 @@ FAKE_POISON = env.str("CXRQ_FAKE_POISON", default="")
 # guard measures max |dprob| <= FAST_MAX_ABS_DIFF on the calibration images at start.
 PRECISION = env.str("CXRQ_PRECISION", default="fp32")
 FAST_MAX_ABS_DIFF = env.float("CXRQ_FAST_MAX_ABS_DIFF", default=0.02)
+# Fast mode's ladder (worker/runtime/ladder.py): the precisions tried at start, in order, where the
+# CPU offers them; the first within FAST_MAX_ABS_DIFF and at least FAST_MIN_SPEEDUP times as fast
+# as fp32 (timed for about FAST_TIMING_SECONDS each) is kept, else fast runs the default.
+FAST_CANDIDATES = env.list("CXRQ_FAST_CANDIDATES", default=["bf16", "int8"])
+if set(FAST_CANDIDATES) - {"bf16", "int8"}:
+    raise ImproperlyConfigured("CXRQ_FAST_CANDIDATES: a list of bf16, int8")
+FAST_MIN_SPEEDUP = env.float("CXRQ_FAST_MIN_SPEEDUP", default=1.1)
+if FAST_MIN_SPEEDUP < 1.0:
+    raise ImproperlyConfigured("CXRQ_FAST_MIN_SPEEDUP must be >= 1: fast is never slower than fp32")
+FAST_TIMING_SECONDS = env.float("CXRQ_FAST_TIMING_SECONDS", default=1.5)
+# int8's quantization (worker/runtime/quantize.py: once per weights, calibration set and CPU, cached
+# in MODEL_CACHE_DIR): no new sensitivity step starts after this many seconds.
+FAST_INT8_BUDGET_SECONDS = env.float("CXRQ_FAST_INT8_BUDGET_SECONDS", default=120.0)
 FAST_PREPROCESS = env.bool("CXRQ_FAST_PREPROCESS", default=True)
 DEVICE = env.str("CXRQ_DEVICE", default="auto")  # auto: CUDA when torch sees a GPU
 # "exact" (the fast exact path) or "reference" (torchxrayvision's scikit-image pipeline,

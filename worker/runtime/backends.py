@@ -7,8 +7,9 @@ and at which numeric precision it ran (`precision`).
 - torch: eager, channels_last, inference_mode; fp32 on the CPU, and on CUDA
   fp32 or fp16 (the fast precision there).
 - onnxruntime: the model exported to ONNX (worker/runtime/export.py), fp32.
-- openvino: the same ONNX files; fp32, or bf16 as the fast precision on CPUs
-  with bf16 instructions.
+- openvino: the same ONNX files; fp32, bf16 (mixed with fp32 slices) or int8 (quantized,
+  worker/runtime/quantize.py) as the fast precisions, chosen and guarded at start
+  (worker/runtime/ladder.py).
 
 The exported graphs end at the classifier's logits: sigmoid and op_norm run
 here in numpy (`probabilities`). torchxrayvision's op_norm writes through
@@ -27,6 +28,8 @@ probabilities by up to 0.03, every dense block in bf16 together by about 0.01
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 FP32 = "fp32"
 BF16 = "bf16"
 FP16 = "fp16"
+INT8 = "int8"
 
 
 class Backend(Protocol):
@@ -215,62 +219,85 @@ class OnnxRuntimeBackend:
 # --- OpenVINO -------------------------------------------------------------------------------
 
 
-def openvino_supports_bf16() -> bool:
+def openvino_capabilities() -> frozenset[str]:
+    """What OpenVINO's CPU plugin says it can run on this CPU (`BF16`, `INT8`, `FP32`, ...)."""
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return frozenset(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_supports_bf16() -> bool:
+    return "BF16" in openvino_capabilities()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One compiled model in an OpenVINO chain: an ONNX or IR file and the precision it runs at."""
+
+    model: Path
+    hint: str = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT: f32 or bf16
 
 
 class OpenVinoBackend:
-    """OpenVINO on the CPU: fp32 (the logits graph), or bf16 (fp32 stem -> bf16 blocks -> fp32 head)."""
+    """OpenVINO on the CPU: a chain of compiled models, each at its own precision.
+
+    fp32: the logits graph. bf16: the feature slices, the sensitive ones in f32 (by default the
+    stem), then the numpy head. int8: a quantized IR (worker/runtime/quantize.py) compiled with the
+    f32 hint, so that what was left unquantized runs in fp32 and not in OpenVINO's default bf16.
+    Without a head the last stage's output is the logits.
+    """
 
     name = "openvino"
 
     def __init__(
         self,
-        onnx_files: dict[str, Path],
+        stages: Sequence[Stage],
         op_threshs: np.ndarray,
         *,
         threads: int,
         precision: str = FP32,
         head: Head | None = None,
         compile_cache_dir: Path | None = None,
+        detail: str = "",
     ):
         import openvino as ov
 
-        if precision not in (FP32, BF16):
+        if precision not in (FP32, BF16, INT8):
             raise ValueError(f"unknown precision {precision!r}")
-        if precision == BF16 and head is None:
-            raise ValueError("bf16 needs the fp32 head")
+        if not stages:
+            raise ValueError("an OpenVINO backend needs at least one stage")
         self.precision = precision
+        self.detail = detail
         self.op_threshs = op_threshs
         self.head = head
         core = ov.Core()
         if compile_cache_dir is not None:
             # Compiled blobs are cached next to the ONNX files: a restart skips compilation.
             core.set_property({"CACHE_DIR": str(compile_cache_dir)})
-
-        def compile_(path: Path, hint: str):
-            config = {
-                "INFERENCE_PRECISION_HINT": hint,
-                "INFERENCE_NUM_THREADS": threads,
-                "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": 1,
-            }
-            return core.compile_model(str(path), "CPU", config).create_infer_request()
-
-        if precision == FP32:
-            self._logits = compile_(onnx_files["logits"], "f32")
-        else:
-            self._stem = compile_(onnx_files["stem"], "f32")
-            self._body = compile_(onnx_files["body"], "bf16")
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self._requests = [
+            core.compile_model(
+                str(stage.model), "CPU", config | {"INFERENCE_PRECISION_HINT": stage.hint}
+            ).create_infer_request()
+            for stage in stages
+        ]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.precision == FP32:
-            logits = self._logits.infer({0: x})[0]
-        else:
-            assert self.head is not None
-            stem = self._stem.infer({0: x})[0]
-            logits = self.head(self._body.infer({0: stem})[0])
+        out = np.ascontiguousarray(batch, dtype=np.float32)
+        for request in self._requests:
+            out = request.infer({0: out})[0]
+        logits = self.head(np.asarray(out, dtype=np.float32)) if self.head is not None else out
         return probabilities(np.asarray(logits), self.op_threshs)
+
+
+def openvino_fp32(
+    onnx_files: dict[str, Path],
+    op_threshs: np.ndarray,
+    *,
+    threads: int,
+    compile_cache_dir: Path | None = None,
+) -> OpenVinoBackend:
+    """The fp32 backend: the whole logits graph in one compiled model."""
+    return OpenVinoBackend(
+        [Stage(onnx_files["logits"])], op_threshs, threads=threads, compile_cache_dir=compile_cache_dir
+    )

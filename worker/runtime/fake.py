@@ -14,12 +14,15 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backend.jobs.model_identity import LABELS, MODEL_NAME, PREPROCESS_VERSION, current_model_version
 from worker.runtime.preprocess import preprocess
+
+if TYPE_CHECKING:
+    from worker.runtime.tuned import EngineConfig
 
 
 class FakeBackend:
@@ -55,6 +58,7 @@ class FakeRuntime:
     weights_sha256: str = "fake"
     load_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    engine: EngineConfig | None = None
 
     def provenance(self) -> dict[str, Any]:
         return {

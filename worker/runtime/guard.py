@@ -3,8 +3,9 @@
 The accuracy of bf16/fp16 (and of reduced-scale JPEG decoding) cannot be
 proven once for all weights, so every worker that starts in fast mode runs
 its calibration images through the exact pipeline (exact preprocessing, fp32)
-and the fast one, and keeps fast only if no probability moves by more than
-FAST_MAX_ABS_DIFF. Otherwise it runs fp32 and says so: in its log
+and the fast one, and keeps a fast precision only if no probability moves by
+more than FAST_MAX_ABS_DIFF (worker/runtime/ladder.py also requires it to be
+faster). Otherwise it runs the default and says so: in its log
 (event=fast_refused), in its heartbeat info and in every result's provenance.
 """
 
@@ -67,6 +68,15 @@ def _run(images: list[bytes], preprocess: Preprocess, predict: Predict, batch_si
     return np.concatenate([predict(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
 
 
+def reference_probabilities(
+    images: list[bytes], preprocess: Preprocess, predict: Predict, batch_size: int
+) -> np.ndarray | None:
+    """The exact pipeline's answers on the calibration images, computed once for several checks."""
+    if len(images) < MIN_CALIBRATION_IMAGES:
+        return None
+    return _run(images, preprocess, predict, batch_size)
+
+
 def check_fast(
     *,
     images: list[bytes],
@@ -74,8 +84,10 @@ def check_fast(
     fast: tuple[Preprocess, Predict],
     limit: float,
     batch_size: int,
+    reference: np.ndarray | None = None,
 ) -> GuardVerdict:
-    """Compare the fast pipeline with the exact one on the calibration images."""
+    """Compare the fast pipeline with the exact one on the calibration images (`reference`: the
+    exact pipeline's answers when already computed)."""
     started = time.perf_counter()
     if len(images) < MIN_CALIBRATION_IMAGES:
         return GuardVerdict(
@@ -87,7 +99,7 @@ def check_fast(
             ms=0.0,
             reason=f"fewer than {MIN_CALIBRATION_IMAGES} calibration images",
         )
-    want = _run(images, *exact, batch_size)
+    want = reference if reference is not None else _run(images, *exact, batch_size)
     got = _run(images, *fast, batch_size)
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     max_diff = float(np.nanmax(diff)) if np.isfinite(diff).all() else float("inf")

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from worker.runtime.tuned import EngineConfig
 
 
 class Runtime(Protocol):
     model_version: str
     labels: list[str]
+    # The engine configuration it runs, where it differs from the one it was loaded with (fast mode
+    # with no faster precision kept runs the default's batch size and wait); None: as loaded.
+    engine: EngineConfig | None
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Stored bytes -> one model input (1 x 224 x 224, float32)."""

@@ -17,8 +17,10 @@ from worker.runtime.backends import (
     Head,
     OnnxRuntimeBackend,
     OpenVinoBackend,
+    Stage,
     TorchBackend,
     op_threshs_of,
+    openvino_fp32,
     openvino_supports_bf16,
     probabilities,
 )
@@ -84,7 +86,7 @@ def test_onnxruntime_matches_torch_on_every_sample(onnx_files, model, batch, tor
 
 
 def test_openvino_fp32_matches_torch_on_every_sample(onnx_files, model, batch, torch_probs):
-    backend = OpenVinoBackend(onnx_files, op_threshs_of(model), threads=2)
+    backend = openvino_fp32(onnx_files, op_threshs_of(model), threads=2)
     assert (backend.name, backend.precision) == ("openvino", "fp32")
     assert np.abs(backend.predict(batch) - torch_probs).max() <= PARITY
 
@@ -96,7 +98,13 @@ def test_torch_backend_channels_last_matches_plain_torch(model, batch, torch_pro
 
 @pytest.mark.skipif(not openvino_supports_bf16(), reason="this CPU has no bf16 instructions")
 def test_openvino_bf16_is_bounded_and_says_so(onnx_files, model, batch, torch_probs):
-    backend = OpenVinoBackend(onnx_files, op_threshs_of(model), threads=2, precision=BF16, head=Head(model))
+    backend = OpenVinoBackend(
+        [Stage(onnx_files["stem"], "f32"), Stage(onnx_files["body"], "bf16")],
+        op_threshs_of(model),
+        threads=2,
+        precision=BF16,
+        head=Head(model),
+    )
     assert (backend.name, backend.precision) == ("openvino", "bf16")
     diff = np.abs(backend.predict(batch) - torch_probs)
     assert diff.max() <= FAST_BOUND

@@ -1,5 +1,7 @@
-"""The fast-mode guard, both ways: kept when within FAST_MAX_ABS_DIFF, refused (fp32, said in the log,
-the heartbeat info and every result) when not."""
+"""The fast-mode guard, both ways: kept when within FAST_MAX_ABS_DIFF (and faster), refused (the default,
+said in the log, the heartbeat info and every result) when not. Here only the bf16 rungs are tried
+and the timed run is told bf16 is twice as fast: what is tested is the guard and what a worker
+says; the ladder's other branches are in test_ladder.py."""
 
 from __future__ import annotations
 
@@ -11,17 +13,27 @@ from django.test import override_settings
 
 from backend.jobs.models import JobResult
 from tests.factories import post_image, sample_bytes
-from worker.runtime import guard
+from worker.runtime import guard, ladder
 from worker.runtime.backends import openvino_supports_bf16
 from worker.runtime.preprocess import preprocess
 
 pytestmark = pytest.mark.skipif(not openvino_supports_bf16(), reason="this CPU has no bf16 instructions")
 
 
+def _twice_as_fast(candidate, default, batch, *, seconds):
+    return 5.0, 10.0
+
+
 def _load(limit: float):
     from worker.runtime.model import load_runtime
 
-    with override_settings(PRECISION="fast", FAST_MAX_ABS_DIFF=limit, BACKEND="onnxruntime"):
+    with (
+        override_settings(
+            PRECISION="fast", FAST_MAX_ABS_DIFF=limit, BACKEND="onnxruntime", FAST_CANDIDATES=["bf16"]
+        ),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setattr(ladder, "time_per_image", _twice_as_fast)
         return load_runtime()
 
 
@@ -37,6 +49,8 @@ def test_guard_keeps_fast_within_the_limit_and_every_result_says_bf16(kept, api,
     assert (kept.backend.name, kept.backend.precision) == ("openvino", "bf16")
     assert kept.fast_guard["kept"] is True and kept.fast_guard["images"] >= 2
     assert 0 < kept.fast_guard["max_abs_diff"] <= 1.0
+    (first,) = kept.fast_guard["tried"]  # the first bf16 rung is kept; the others are not tried
+    assert (first["precision"], first["kept"], first["speedup"]) == ("bf16", True, 2.0)
     assert kept.preprocessing.endswith("+jpeg-draft")
     prov = kept.provenance()
     assert (prov["backend"], prov["precision"], prov["precision_requested"]) == ("openvino", "bf16", "fast")
@@ -70,6 +84,9 @@ def test_guard_refuses_fast_beyond_the_limit_and_says_so(runtime, api, settings,
     assert (refused.backend.name, refused.backend.precision) == ("onnxruntime", "fp32")
     assert refused.fast_guard["kept"] is False
     assert refused.fast_guard["max_abs_diff"] > 1e-9
+    tried = refused.fast_guard["tried"]
+    assert tried and all(not t["kept"] and "FAST_MAX_ABS_DIFF" in t["reason"] for t in tried)
+    assert all(t["ms_per_image"] == 5.0 for t in tried)  # refused, and its speed still reported
     assert refused.preprocessing == runtime.preprocessing  # exact preprocessing too
     prov = refused.provenance()
     assert (prov["precision"], prov["precision_requested"]) == ("fp32", "fast")
