@@ -15,6 +15,7 @@ from backend.audit.services import audit_read, audit_write
 from backend.jobs import selectors, thumbnails
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 from backend.jobs.services import deletion, operators
+from backend.pacs.admin import PacsDeliveryInline
 from backend.webhooks.admin import WebhookDeliveryInline
 
 
@@ -73,7 +74,7 @@ class JobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     list_per_page = 100
-    inlines = (JobResultInline, WebhookDeliveryInline)
+    inlines = (JobResultInline, WebhookDeliveryInline, PacsDeliveryInline)
     readonly_fields = [f.name for f in Job._meta.fields]
 
     def get_urls(self):

@@ -22,6 +22,7 @@ from backend.jobs.serializers import BatchSerializer, JobDetailSerializer, JobOu
 from backend.jobs.services import batches, cancellation, deletion, intake
 from backend.jobs.throttling import ClientRateThrottle
 from backend.metrics.uploads import count_upload
+from backend.pacs import selectors as pacs_selectors
 
 
 def _content_length(request: Request) -> int:
@@ -134,6 +135,8 @@ def job_etag(job) -> str:
     deliveries = (
         [(d.id, d.status, d.attempts) for d in job.webhook_deliveries.all()] if job.callback_url else []
     )
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.DELETED):  # the only jobs with PACS deliveries
+        deliveries += [(d.id, d.status, d.attempts) for d in pacs_selectors.deliveries_for(job=job)]
     return _etag((job_etag_parts(job), deliveries))
 
 

@@ -314,6 +314,33 @@ _DELIVERY = {
     ],
 }
 
+_PACS_DELIVERY = {
+    "id": "5c1e8f0a-2b7d-4e93-8a61-0f4d2c9b7e15",
+    "destination": "hospital-pacs",
+    "status": "delivered",
+    "created_at": "2026-12-03T08:29:52.350Z",
+    "next_attempt_at": None,
+    "finished_at": "2026-12-03T08:30:02.744Z",
+    "attempts": [
+        {
+            "number": 1,
+            "started_at": "2026-12-03T08:29:52.402Z",
+            "duration_ms": 3004.1,
+            "dimse_status": None,
+            "error": "connect_error: no connection to 10.20.0.7:4242",
+            "sent": 0,
+        },
+        {
+            "number": 2,
+            "started_at": "2026-12-03T08:30:02.611Z",
+            "duration_ms": 131.9,
+            "dimse_status": 0,
+            "error": "",
+            "sent": 1,
+        },
+    ],
+}
+
 DETAIL = {
     "operation_id": "jobs_retrieve",
     "summary": "One of the caller's jobs; `?wait=N` waits for it to end",
@@ -336,7 +363,7 @@ DETAIL = {
             examples=[
                 OpenApiExample(
                     "succeeded",
-                    value=_SUCCEEDED | {"queue": None, "webhooks": [_DELIVERY]},
+                    value=_SUCCEEDED | {"queue": None, "webhooks": [_DELIVERY], "pacs": [_PACS_DELIVERY]},
                     response_only=True,
                 ),
                 OpenApiExample(
@@ -345,6 +372,7 @@ DETAIL = {
                     | {
                         "queue": {"jobs_ahead": 12, "finished_per_second": 4.2, "eta_seconds": 3.1},
                         "webhooks": [],
+                        "pacs": [],
                     },
                     response_only=True,
                 ),

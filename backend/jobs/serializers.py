@@ -11,6 +11,8 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from backend.jobs.models import Job, JobStatus, Priority
+from backend.pacs import selectors as pacs_selectors
+from backend.pacs.serializers import PacsDeliverySerializer
 
 # What a result tells its client: enough to know which model, weights, preprocessing and
 # precision produced it and how long it took. The database keeps the whole record (library
@@ -181,15 +183,23 @@ class WebhookDeliverySerializer(serializers.Serializer):
 
 
 class JobDetailSerializer(JobOutputSerializer):
-    """One job as GET /jobs/{id} shows it: with its webhook deliveries and their attempts."""
+    """One job as GET /jobs/{id} shows it: with its webhook and PACS deliveries and their attempts."""
 
     webhooks = serializers.SerializerMethodField()
+    pacs = serializers.SerializerMethodField()
 
     @extend_schema_field(WebhookDeliverySerializer(many=True))
     def get_webhooks(self, job: Job) -> list[dict]:
         if not job.callback_url:  # no callback, no deliveries: no query either
             return []
         return WebhookDeliverySerializer(job.webhook_deliveries.all(), many=True).data
+
+    @extend_schema_field(PacsDeliverySerializer(many=True))
+    def get_pacs(self, job: Job) -> list[dict]:
+        """Where its SR went back as DICOM (only a succeeded job that came over DICOM has any)."""
+        if job.status not in (JobStatus.SUCCEEDED, JobStatus.DELETED):
+            return []
+        return PacsDeliverySerializer(pacs_selectors.deliveries_for(job=job), many=True).data
 
 
 class BatchErrorSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ process, and nothing to keep in step between them. Each is one aggregate query:
   worker heartbeats             the heartbeat table (one row per live or lost worker process)
   webhook deliveries by status  one GROUP BY status (the due index leads with status)
   webhook attempt outcomes      the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW attempts, by primary key
+  PACS attempt outcomes         the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW PACS attempts, by primary key
 
 A database that does not answer gives cxrq_database_up 0 and none of these, never an error page.
 """
@@ -24,6 +25,8 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from backend.jobs.models import Job, JobStatus, Priority, WorkerHeartbeat
+from backend.pacs import outcomes as pacs_outcomes
+from backend.pacs.models import PacsAttempt
 from backend.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from backend.webhooks.outcomes import ATTEMPT_OUTCOMES, attempt_outcome
 
@@ -42,7 +45,7 @@ class DatabaseCollector:
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         try:
-            families = [*self._jobs(), *self._queue(), *self._workers(), *self._webhooks()]
+            families = [*self._jobs(), *self._queue(), *self._workers(), *self._webhooks(), self._pacs()]
         except DatabaseError as exc:
             logger.warning("event=metrics_database_unavailable error=%r", exc)
             yield GaugeMetricFamily(
@@ -139,3 +142,17 @@ class DatabaseCollector:
         for outcome in ATTEMPT_OUTCOMES:
             attempts.add_metric([outcome], outcomes.get(outcome, 0))
         return [deliveries, attempts]
+
+    def _pacs(self) -> Metric:
+        window = max(settings.METRICS_WEBHOOK_ATTEMPTS_WINDOW, 0)
+        latest = PacsAttempt.objects.order_by("-pk").values_list("error", flat=True)[:window]
+        outcomes = Tally(pacs_outcomes.attempt_outcome(error) for error in latest)
+        attempts = GaugeMetricFamily(
+            "cxrq_pacs_recent_attempts",
+            f"Outcomes of the latest {window} C-STORE attempts to PACS destinations "
+            "(stored, a DIMSE failure status, or the kind of error).",
+            labels=["outcome"],
+        )
+        for outcome in pacs_outcomes.ATTEMPT_OUTCOMES:
+            attempts.add_metric([outcome], outcomes.get(outcome, 0))
+        return attempts

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "backend.metrics",
     # The DICOM receiver (C-STORE SCP, `manage.py run_dicom`) and the return path's sealed PHI.
     "backend.dicomnet",
+    # Results sent back to the PACS (DICOM destinations, C-STORE deliveries by the dispatcher).
+    "backend.pacs",
 ]
 
 MIDDLEWARE = [
@@ -540,3 +542,14 @@ DICOM_NETWORK_TIMEOUT_SECONDS = env.float("CXRQ_DICOM_NETWORK_TIMEOUT_SECONDS", 
 # open (rotation). Empty: derived from DJANGO_SECRET_KEY (development and tests; production
 # refuses to start). `python manage.py dicom_sender phi-key` prints a new key.
 PHI_KEYS = env.list("CXRQ_PHI_KEY", default=[])
+
+# --- Results to PACS (backend/pacs/, docs/interoperability.md): C-STORE by the dispatcher ---
+# Each of the association's timeouts (TCP connect, ACSE, DIMSE, network), in seconds.
+PACS_TIMEOUT_SECONDS = env.float("CXRQ_PACS_TIMEOUT_SECONDS", default=30.0)
+# Retries: the first after RETRY_BASE seconds, each next one twice as late (at most RETRY_MAX),
+# with +-10% jitter; no attempt starts later than GIVE_UP seconds after the job ended.
+PACS_RETRY_BASE_SECONDS = env.float("CXRQ_PACS_RETRY_BASE_SECONDS", default=10.0)
+PACS_RETRY_MAX_SECONDS = env.float("CXRQ_PACS_RETRY_MAX_SECONDS", default=3600.0)
+PACS_GIVE_UP_SECONDS = env.float("CXRQ_PACS_GIVE_UP_SECONDS", default=86400.0)
+# Deliveries due this long without an attempt (a lost message, a dispatcher restart) are sent again.
+PACS_SWEEP_SECONDS = env.float("CXRQ_PACS_SWEEP_SECONDS", default=30.0)

@@ -83,10 +83,12 @@ def send_wakeups(delivery_ids: Iterable[uuid.UUID | str], *, countdown: float = 
     return sent
 
 
-def backoff_seconds(attempts: int) -> float:
-    """Before attempt `attempts + 1`: RETRY_BASE doubling per attempt, at most RETRY_MAX, +-10%."""
-    base = settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
-    return min(base, settings.WEBHOOK_RETRY_MAX_SECONDS) * random.uniform(0.9, 1.1)
+def backoff_seconds(attempts: int, *, base: float | None = None, maximum: float | None = None) -> float:
+    """Before attempt `attempts + 1`: `base` (default RETRY_BASE) doubling per attempt, at most
+    `maximum` (default RETRY_MAX), +-10%. The PACS deliveries use it with their own settings."""
+    base = settings.WEBHOOK_RETRY_BASE_SECONDS if base is None else base
+    maximum = settings.WEBHOOK_RETRY_MAX_SECONDS if maximum is None else maximum
+    return min(base * 2 ** max(attempts - 1, 0), maximum) * random.uniform(0.9, 1.1)
 
 
 def _claim(delivery_id: str) -> WebhookDelivery | None:

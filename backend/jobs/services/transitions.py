@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from backend.jobs.events import announce_ended
 from backend.jobs.models import Job, JobStatus, Transition
+from backend.pacs import services as pacs
 from backend.webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
@@ -124,5 +125,7 @@ def to_terminal(
             callbacks = {job_id: callbacks[job_id] for job_id in moved}
         # The deliveries are rows in this transaction; the network comes after it, elsewhere.
         webhooks.schedule(callbacks.items(), status=status)
+        if status == JobStatus.SUCCEEDED:  # its SR back to the sender's PACS, for a DICOM job
+            pacs.schedule(ending)
     announce_ended(ending)  # after the move: at commit inside a transaction, at once outside
     return _checked(updated + discarded, expected=expected, transition=transition)
