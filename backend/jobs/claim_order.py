@@ -9,7 +9,7 @@ oldest first); oldest first among equal turns. `waiting_cte` is the CTE named `w
 
 `head_cte` is the same order over a bounded head of the queue, for the claim on PostgreSQL: only
 each client's first `depth` jobs of each priority (two index probes per client, the
-`job_claim_head_idx`) are ranked, not every queued job. Its first `depth` rows are exactly
+`job_claim_fresh_idx`) are ranked, not every queued job. Its first `depth` rows are exactly
 `waiting`'s first `depth` rows: a job among them has a turn of at most `depth` within its client
 and urgency, so at most `depth - 1` older jobs of its client and priority are ahead of it (a
 routine job promoted by age has only older routine jobs ahead of it within its client, and they

@@ -64,14 +64,29 @@ def _db_dt(value) -> Any:
 # is re-read when locked (READ COMMITTED), fails the check there and does not count against the
 # LIMIT, so the batch fills from the rows behind it. Checked only in the UPDATE, such rows took
 # places in the batch and left it short (a third of claims at 4 claimers, make capacity).
-_PICK_AND_MOVE_SQL = """,
+_PICK_SQL = """,
 picked AS (
     SELECT j.id FROM jobs_job j JOIN {waiting} w ON w.id = j.id
     WHERE j.status = '{queued}'
     ORDER BY w.urgency, w.turn, w.created_at
     LIMIT %s
     {lock}
-)
+)"""
+
+# When every row of the head's front is held by claimers running at this moment (more of them than
+# the front is deep), the rows behind are taken as the index gives them: fair turns and priority
+# are set aside for this one claim (the rows ahead are being claimed right now), which costs a
+# batch's rows read, where the whole order would read the whole queue (cascading under load).
+_PICK_ANY_SQL = """
+picked AS (
+    SELECT j.id FROM jobs_job j
+    WHERE j.status = '{queued}' AND j.model_version = %s AND j.attempts = 0
+      AND (j.available_at IS NULL OR j.available_at <= %s)
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)"""
+
+_MOVE_SQL = """
 UPDATE jobs_job
 SET status = '{in_progress}', attempts = attempts + 1, started_at = %s,
     claimed_by = %s, claim_token = %s, lease_expires_at = %s, batch_id = %s
@@ -101,15 +116,21 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
         _db_uuid(batch.batch_id),
     ]
     statuses = {"queued": JobStatus.QUEUED, "in_progress": JobStatus.IN_PROGRESS}
-    pick_and_move = _PICK_AND_MOVE_SQL.format(lock=lock, waiting="waiting", **statuses)
-    # The bounded pass joins and locks only the front of the head's order (as deep as the head
-    # itself: what concurrent claimers may hold), not every head row.
-    pick_and_move_head = _PICK_AND_MOVE_SQL.format(
-        lock=lock, waiting="(SELECT * FROM waiting ORDER BY urgency, turn, created_at LIMIT %s)", **statuses
+    move = _MOVE_SQL.format(**statuses)
+    pick_and_move = _PICK_SQL.format(lock=lock, waiting="waiting", **statuses) + move
+    # The bounded pass joins and locks only the front of the head's order (what concurrent
+    # claimers may hold: four times a client's head), not every head row.
+    pick_and_move_head = (
+        _PICK_SQL.format(
+            lock=lock,
+            waiting="(SELECT * FROM waiting ORDER BY urgency, turn, created_at LIMIT %s)",
+            **statuses,
+        )
+        + move
     )
     with transaction.atomic():
         with connection.cursor() as cursor:
-            claimed = 0
+            claimed: list = []
             for attempts, limit in (("> 0", 1), ("= 0", max_size)):
                 # Retried jobs are few (their partial index holds only them): the whole order.
                 # Fresh ones on PostgreSQL: the head of each client's queue, deep enough that
@@ -118,28 +139,28 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
                 if bounded:
                     depth = limit * settings.CLAIM_HEAD_FACTOR
                     sql = "WITH " + head_cte(attempts=attempts) + pick_and_move_head
-                    params = [*head_params(model_version=model_version, now=now, depth=depth), depth]
+                    params = [*head_params(model_version=model_version, now=now, depth=depth), 4 * depth]
                 else:
                     sql = "WITH " + waiting_cte(attempts=attempts) + pick_and_move
                     params = waiting_params(model_version=model_version, now=now)
                 cursor.execute(sql, [*params, limit, *params_tail])
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.
-                claimed = len(cursor.fetchall())
+                claimed = [row[0] for row in cursor.fetchall()]
                 if bounded and not claimed:
-                    # Every head row was held or taken by other claimers (more of them at once
-                    # than the head is deep), or nothing is queued: the whole order, rather than
-                    # an empty claim that would end this worker's drain with jobs still queued.
-                    # With nothing queued it reads an empty index.
+                    # The head's front was all held by other claimers, or nothing is queued (then
+                    # this reads an empty index): rather than an empty claim, which would end this
+                    # worker's drain with jobs still queued.
                     cursor.execute(
-                        "WITH " + waiting_cte(attempts=attempts) + pick_and_move,
-                        [*waiting_params(model_version=model_version, now=now), limit, *params_tail],
+                        "WITH " + _PICK_ANY_SQL.format(**statuses) + move,
+                        [model_version, _db_dt(now), limit, *params_tail],
                     )
-                    claimed = len(cursor.fetchall())
+                    claimed = [row[0] for row in cursor.fetchall()]
                 if claimed:
                     break
         if claimed:
-            batch.jobs = list(Job.objects.filter(claim_token=batch.claim_token).order_by("created_at"))
+            # By the ids RETURNING gave: claim_token has no index, and the queue may be long.
+            batch.jobs = list(Job.objects.filter(id__in=claimed).order_by("created_at"))
     return batch
 
 

@@ -115,3 +115,29 @@ def test_a_claim_fills_its_batch_past_rows_another_claimer_holds(settings):
         other.close()
     assert len(batch.jobs) == 8
     assert not {j.id for j in held} & set(batch.job_ids)
+
+
+def test_a_claim_takes_rows_behind_a_head_that_other_claimers_hold_entirely(settings):
+    """More claimers at once than the head is deep: the claim still fills its batch from the rows
+    behind (without fair turns for this one claim) instead of coming back empty."""
+    settings.CLIENT_MAX_QUEUED_JOBS = 0
+    settings.MAX_QUEUE_DEPTH = 0
+    settings.CLAIM_HEAD_FACTOR = 4
+    jobs = make_jobs(20)
+    model_version = jobs[0].model_version
+    head = sorted(jobs, key=lambda j: j.created_at)[: 2 * settings.CLAIM_HEAD_FACTOR]  # the whole head
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute(
+                "SELECT id FROM jobs_job WHERE id = ANY(%s::uuid[]) FOR UPDATE", [[str(j.id) for j in head]]
+            )
+            batch = claims.job_claim_batch(worker_id="w3", model_version=model_version, max_size=2)
+            cursor.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert len(batch.jobs) == 2
+    assert not {j.id for j in head} & set(batch.job_ids)
