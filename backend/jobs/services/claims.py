@@ -73,10 +73,10 @@ picked AS (
     {lock}
 )"""
 
-# When every row of the head's front is held by claimers running at this moment (more of them than
-# the front is deep), the rows behind are taken as the index gives them: fair turns and priority
-# are set aside for this one claim (the rows ahead are being claimed right now), which costs a
-# batch's rows read, where the whole order would read the whole queue (cascading under load).
+# When rows of the head's front are held by claimers running at this moment (more of them than the
+# front is deep), the batch is topped up with rows behind, as the index gives them: fair turns and
+# priority are set aside for those rows (the rows ahead are being claimed right now), which costs
+# a batch's rows read, where the whole order would read the whole queue (cascading under load).
 _PICK_ANY_SQL = """
 picked AS (
     SELECT j.id FROM jobs_job j
@@ -147,15 +147,16 @@ def job_claim_batch(*, worker_id: str, model_version: str, max_size: int) -> Cla
                 # RETURNING, not rowcount: Python's sqlite3 reports -1 for a statement
                 # that starts with WITH.
                 claimed = [row[0] for row in cursor.fetchall()]
-                if bounded and not claimed:
-                    # The head's front was all held by other claimers, or nothing is queued (then
-                    # this reads an empty index): rather than an empty claim, which would end this
+                if bounded and len(claimed) < limit:
+                    # The head's front was held by other claimers (more of them at once than it is
+                    # deep), or fewer jobs are queued (then this reads what is left of the index):
+                    # the batch is topped up rather than left short or empty, which would end this
                     # worker's drain with jobs still queued.
                     cursor.execute(
                         "WITH " + _PICK_ANY_SQL.format(**statuses) + move,
-                        [model_version, _db_dt(now), limit, *params_tail],
+                        [model_version, _db_dt(now), limit - len(claimed), *params_tail],
                     )
-                    claimed = [row[0] for row in cursor.fetchall()]
+                    claimed += [row[0] for row in cursor.fetchall()]
                 if claimed:
                     break
         if claimed:
