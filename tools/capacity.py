@@ -377,9 +377,10 @@ def _claim_loop(_index: int, duration: float, go, *, store: bool, batch_size: in
     while time.monotonic() < deadline:
         if store:
             # The worker looks at the queue's depth before each claim (worker/batch_loop.py,
-            # _wait_for_batch, with the default batch wait): part of its database work.
+            # _wait_for_batch, with the default batch wait): part of its database work. It asks
+            # only "a batch's worth?", so it counts at most that far, as the worker does.
             t0 = time.perf_counter()
-            selectors.queue_depth(model_version=version)
+            selectors.queue_depth(model_version=version, at_most=batch_size)
             depth_ms.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         batch = claims.job_claim_batch(worker_id=worker_id, model_version=version, max_size=batch_size)
