@@ -36,8 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,70 +55,8 @@ def _setup_django() -> None:
 # --- the pipeline the worker runs, without the database ---------------------------------
 
 
-@dataclass
-class StreamStats:
-    images: int = 0
-    seconds: float = 0.0
-    preprocess_ms: list[float] = field(default_factory=list)  # per image
-    inference_ms: list[float] = field(default_factory=list)  # per image (batch time / size)
-    e2e_ms: list[float] = field(default_factory=list)  # per image: its batch's latency / size
-    batch_ms: list[float] = field(default_factory=list)  # preprocessing start -> probabilities
-    probs: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, other: StreamStats) -> None:
-        self.images += other.images
-        self.seconds += other.seconds
-        for name in ("preprocess_ms", "inference_ms", "e2e_ms", "batch_ms", "probs"):
-            getattr(self, name).extend(getattr(other, name))
-
-    @property
-    def img_s(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
-
-def run_stream(
-    images: Sequence[bytes],
-    *,
-    preprocess: Callable[[bytes], np.ndarray],
-    predict: Callable[[np.ndarray], np.ndarray],
-    batch_size: int,
-    pool,
-) -> StreamStats:
-    """Process the images like Processor.drain with a full queue (claim-ahead included)."""
-    stats = StreamStats()
-    batches = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-
-    def submit(batch: list[bytes]):
-        return time.perf_counter(), pool.submit(
-            [(i, (lambda d=d: d)) for i, d in enumerate(batch)], preprocess
-        )
-
-    started = time.perf_counter()
-    pending = submit(batches[0])
-    for k in range(len(batches)):
-        submitted, prepared = pending
-        outcomes = [outcome for _, outcome in prepared.results()]
-        for outcome in outcomes:
-            if outcome.error is not None:
-                raise outcome.error
-        if k + 1 < len(batches) and pool.overlaps:
-            pending = submit(batches[k + 1])  # the worker's claim-ahead
-        x = np.stack([o.array for o in outcomes])
-        t0 = time.perf_counter()
-        probs = predict(x)
-        t1 = time.perf_counter()
-        n = len(outcomes)
-        stats.preprocess_ms += [o.ms for o in outcomes]
-        stats.inference_ms += [(t1 - t0) * 1000 / n] * n
-        stats.e2e_ms += [(t1 - submitted) * 1000 / n] * n
-        stats.batch_ms.append((t1 - submitted) * 1000)
-        stats.probs += list(probs)
-        if k + 1 < len(batches) and not pool.overlaps:
-            pending = submit(batches[k + 1])
-    stats.seconds = time.perf_counter() - started
-    stats.images = sum(len(b) for b in batches)
-    return stats
-
+# StreamStats and run_stream: worker/runtime/measure.py (the first-start tune measures with them too).
+from worker.runtime.measure import StreamStats, run_stream  # noqa: E402
 
 # --- the three configurations ------------------------------------------------------------
 
