@@ -1,7 +1,8 @@
 """The Kubernetes manifests (deploy/k8s): rendered by kustomize as an operator would, validated
 offline against a pinned Kubernetes version, and checked against the code they run: probes on
 real URLs, environment variables the settings read, the worker's stop time against its drain,
-the autoscaler's query against the selector's (the same text, the same count)."""
+the autoscaler's query against the selector's (the same text, the same count), the DICOM
+receiver's port and probes against the process."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
+import socket
 import string
 import subprocess
 import sys
+import time
 from collections import Counter
 from functools import cache
 from io import StringIO
@@ -43,7 +47,7 @@ OVERLAYS = ("cpu", "gpu")
 # schemas; nothing is fetched).
 KUBERNETES_VERSION = "1.31.0"
 KEDA_SCHEMA = json.loads((Path(__file__).parent / "keda-v2.schema.json").read_text())
-APP_COMPONENTS = {"web", "worker", "dispatcher", "migrate"}
+APP_COMPONENTS = {"web", "worker", "dispatcher", "dicom", "migrate"}
 # Read by the process, not by our settings: libraries that cache under the home directory.
 NOT_SETTINGS = {"HOME"}
 SECRET_NAMES = re.compile(r"SECRET|TOKEN|PASSWORD|DATABASE_URL|BROKER_URL|CACHE_URL|_KEY$", re.I)
@@ -131,6 +135,20 @@ def operator_commands() -> dict[str, dict[str, str]]:
     return objects
 
 
+def settings_default(name: str) -> str:
+    """The default backend/settings/base.py gives an environment variable (`env.int("X", default=1)`)."""
+    text = (ROOT / "backend" / "settings" / "base.py").read_text()
+    found = re.search(r'env\.\w+\(\s*"' + re.escape(name) + r'",\s*default=([^,)]+)\)', text)
+    assert found, name
+    return found.group(1).strip().strip('"')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def settings_read(name: str) -> bool:
     """Whether the code reads this environment variable (backend/settings, the server's config...)."""
     pattern = re.compile(
@@ -146,7 +164,7 @@ def settings_read(name: str) -> bool:
 def test_every_object_validates_against_the_pinned_kubernetes_and_keda_schemas(overlay):
     docs = render(overlay)
     kinds = Counter(d["kind"] for d in docs)
-    assert kinds["Deployment"] == 3 and kinds["Job"] == 1 and kinds["ScaledObject"] == 1
+    assert kinds["Deployment"] == 4 and kinds["Job"] == 1 and kinds["ScaledObject"] == 1
     assert {"Service", "ConfigMap", "PersistentVolumeClaim", "PodDisruptionBudget", "NetworkPolicy"} <= set(
         kinds
     )
@@ -296,6 +314,12 @@ def test_stop_periods_cover_what_each_process_finishes(overlay):
     assert pod_spec(web)["terminationGracePeriodSeconds"] >= graceful + 5
     dispatcher = one(docs, "Deployment", "cxrq-dispatcher")
     assert pod_spec(dispatcher)["terminationGracePeriodSeconds"] >= 10 + 5  # a webhook attempt's deadline
+    # The receiver: an association waits at most the DIMSE timeout for its next message, and
+    # run_dicom's stop (backend/dicomnet/scp.py) waits at most 10 s for its server thread.
+    dicom = one(docs, "Deployment", "cxrq-dicom")
+    dicom_env = effective_env(docs, containers(dicom, init=False)[0])
+    dimse = float(dicom_env["CXRQ_DICOM_DIMSE_TIMEOUT_SECONDS"])
+    assert pod_spec(dicom)["terminationGracePeriodSeconds"] >= max(dimse, 10) + 5
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -309,15 +333,10 @@ def test_every_variable_set_is_one_the_code_reads(overlay):
     assert not settings_read("CXRQ_NO_SUCH_SETTING")
 
 
-@pytest.mark.slow
-@pytest.mark.django_db
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_production_settings_accept_every_containers_configuration(overlay, settings):
-    """Each container's environment, as the pod would have it (the repository's ConfigMap, the
-    README's cxrq-site and cxrq-secrets with generated values, its own env), passes production's
-    fail-fast checks and `check --deploy`; the init containers' own command runs against the test
-    database as it would against the real one."""
-    docs = render(overlay)
+def pod_environments(docs, broker_url: str):
+    """A function giving each container's environment as the pod would have it: the repository's
+    ConfigMap, the README's cxrq-site and cxrq-secrets with generated values (the test database in
+    place of the site's), its own env."""
     commands = operator_commands()
     site_vars = {"CXRQ_HOST": "cxrq.hospital.example", "CXRQ_INGRESS_ADDRESSES": "192.0.2.10"}
     site = {
@@ -330,19 +349,35 @@ def test_production_settings_accept_every_containers_configuration(overlay, sett
     generated = {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": process_env()["DATABASE_URL"],  # the test database, in place of the site's
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_BROKER_URL": broker_url,
         "CXRQ_METRICS_TOKEN": secrets.token_urlsafe(32),
         "CXRQ_PHI_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
     }
     assert set(generated) == set(commands["cxrq-secrets"])
     site_map = {"kind": "ConfigMap", "metadata": {"name": "cxrq-site"}, "data": site}
+
+    def environment(container: dict) -> dict[str, str]:
+        return {
+            k: generated[v[2]] if isinstance(v, tuple) else str(v)
+            for k, v in effective_env([*docs, site_map], container).items()
+        }
+
+    return environment
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_production_settings_accept_every_containers_configuration(overlay, settings):
+    """Each container's environment, as the pod would have it (pod_environments), passes
+    production's fail-fast checks and `check --deploy`; the init containers' own command runs
+    against the test database as it would against the real one."""
+    docs = render(overlay)
+    environment = pod_environments(docs, settings.CELERY_BROKER_URL)
     checked = set()
     for workload in workloads(docs):
         for container in containers(workload):
-            env = {
-                k: generated[v[2]] if isinstance(v, tuple) else str(v)
-                for k, v in effective_env([*docs, site_map], container).items()
-            }
+            env = environment(container)
             command = container["command"]
             if command != ["python", "manage.py", "migrate", "--check"]:
                 command = ["python", "manage.py", "check", "--deploy", "--fail-level", "ERROR"]
@@ -359,7 +394,7 @@ def test_production_settings_accept_every_containers_configuration(overlay, sett
                 timeout=120,
             )
             assert out.returncode == 0, (workload["metadata"]["name"], container["name"], out.stderr[-2000:])
-    assert len(checked) >= 4
+    assert len(checked) >= 6  # web, worker, dispatcher, dicom, migrate, the init containers
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -424,6 +459,7 @@ def test_commands_are_the_projects(overlay):
     commands = {c["name"]: c["command"] for w in workloads(docs) for c in containers(w)}
     assert commands["web"] == ["gunicorn", "-c", "python:backend.edge.server", "backend.asgi:application"]
     assert commands["worker"] == ["python", "-m", "worker"]
+    assert commands["dicom"] == ["python", "manage.py", "run_dicom"]  # no --port: CXRQ_DICOM_PORT decides
     assert (ROOT / "worker" / "__main__.py").is_file() and (ROOT / "backend" / "edge" / "server.py").is_file()
     for command in commands.values():
         if command[:2] == ["python", "manage.py"]:
@@ -487,7 +523,7 @@ def admitted(docs, target: dict, port: int) -> set[str]:
     return allowed
 
 
-def test_only_the_application_reaches_postgresql_and_redis_and_only_the_web_is_open():
+def test_only_the_application_reaches_postgresql_and_redis_and_only_web_and_dicom_are_open():
     docs = render("cpu")
     deny = one(docs, "NetworkPolicy", "cxrq-default-deny")["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
@@ -500,6 +536,8 @@ def test_only_the_application_reaches_postgresql_and_redis_and_only_the_web_is_o
     assert admitted(docs, labels["web"], 8000) == {"anyone"}
     assert admitted(docs, labels["worker"], 9808) == {"namespace:monitoring"}
     assert admitted(docs, labels["dispatcher"], 8000) == set()
+    assert admitted(docs, labels["dicom"], 11112) == {"anyone"}
+    assert admitted(docs, labels["dicom"], 8000) == admitted(docs, labels["web"], 11112) == set()
     # Every component's own egress lets it open those connections.
     egress = one(docs, "NetworkPolicy", "cxrq-datastore-egress")["spec"]
     assert {c for c, lab in labels.items() if selects(egress["podSelector"], lab)} == APP_COMPONENTS
@@ -518,6 +556,103 @@ def test_services_and_budgets_select_their_pods(overlay):
     assert [c for c, lab in labels.items() if selects(budgets["cxrq-web"]["selector"], lab)] == ["web"]
     assert budgets["cxrq-web"]["minAvailable"] < one(docs, "Deployment", "cxrq-web")["spec"]["replicas"]
     assert [c for c, lab in labels.items() if selects(budgets["cxrq-worker"]["selector"], lab)] == ["worker"]
+    dicom_service = one(docs, "Service", "cxrq-dicom")["spec"]
+    assert [
+        c for c, lab in labels.items() if all(lab.get(k) == v for k, v in dicom_service["selector"].items())
+    ] == ["dicom"]
+    assert dicom_service.get("type", "ClusterIP") == "ClusterIP"  # exposed by the site's own overlay
+    assert [c for c, lab in labels.items() if selects(budgets["cxrq-dicom"]["selector"], lab)] == ["dicom"]
+    assert budgets["cxrq-dicom"]["minAvailable"] < one(docs, "Deployment", "cxrq-dicom")["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dicom_service_port_is_the_one_the_receiver_listens_on(overlay):
+    """The Service's port, the container port it targets, the port run_dicom listens on
+    (CXRQ_DICOM_PORT as the container sets it, else the settings' default), the probes' and the
+    ingress policy's: one port. And the receiver listens on every address, not loopback."""
+    docs = render(overlay)
+    dicom = one(docs, "Deployment", "cxrq-dicom")
+    container = containers(dicom, init=False)[0]
+    env = effective_env(docs, container)
+    listens = int(env.get("CXRQ_DICOM_PORT", settings_default("CXRQ_DICOM_PORT")))
+    assert env.get("CXRQ_DICOM_BIND_ADDRESS", settings_default("CXRQ_DICOM_BIND_ADDRESS")) in (
+        "0.0.0.0",
+        "::",
+    )
+    assert "--port" not in container["command"] and "--address" not in container["command"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"dicom": listens}
+    (service_port,) = one(docs, "Service", "cxrq-dicom")["spec"]["ports"]
+    target = service_port["targetPort"]
+    assert service_port["port"] == (ports[target] if isinstance(target, str) else target) == listens
+    assert service_port.get("protocol", "TCP") == "TCP"
+    # No HTTP in that process: every probe is a TCP connection to that port.
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container[kind]
+        assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"tcpSocket"}, kind
+        port = probe["tcpSocket"]["port"]
+        assert (ports[port] if isinstance(port, str) else port) == listens, kind
+    assert admitted(docs, pod_labels(docs)["dicom"], listens) == {"anyone"}
+    assert int(settings_default("CXRQ_DICOM_PORT")) == 11112  # the parser above reads base.py
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_dicom_pod_answers_its_probes_and_stops_within_its_grace(settings, tmp_path):
+    """run_dicom with the pod's environment (production settings) opens its port within the
+    startup probe's window; a probe's bare connection is no association (the process goes on and
+    logs nothing of it); SIGTERM ends it cleanly within terminationGracePeriodSeconds."""
+    docs = render("cpu")
+    dicom = one(docs, "Deployment", "cxrq-dicom")
+    container = containers(dicom, init=False)[0]
+    port = free_port()  # the pod's port may be taken on this machine; loopback only
+    env = {
+        **pod_environments(docs, settings.CELERY_BROKER_URL)(container),
+        "CXRQ_DICOM_PORT": str(port),
+        "CXRQ_DICOM_BIND_ADDRESS": "127.0.0.1",
+    }
+    startup = container["startupProbe"]
+    log_path = tmp_path / "dicom.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *container["command"][1:]],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "HOME": str(ROOT / "var"), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def probe() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=startup["timeoutSeconds"]).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        deadline = time.monotonic() + startup["periodSeconds"] * startup["failureThreshold"]
+        while not probe():
+            assert proc.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.2)
+        while "dicom_listening" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.1)
+        before = log_path.read_text()
+        assert all(probe() for _ in range(5))
+        time.sleep(1)
+        assert proc.poll() is None
+        assert log_path.read_text() == before  # nothing logged for a probe
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=pod_spec(dicom)["terminationGracePeriodSeconds"]) == 0
+        assert time.monotonic() - started < pod_spec(dicom)["terminationGracePeriodSeconds"]
+        assert "dicom_stopped" in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def test_gpu_workers_get_a_gpu_and_use_cuda():
