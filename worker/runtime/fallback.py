@@ -45,6 +45,18 @@ def calibration_batch(calibration_dir: Path) -> torch.Tensor:
 
 
 def build(calibration_dir: Path) -> torch.nn.Module:
+    # One thread: the BatchNorm statistics are sums whose last bits depend on how a reduction is
+    # split across threads, so a build in a process that set another thread count (a worker, a
+    # tune) gave another file (the suite's full run caught it).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(calibration_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(calibration_dir: Path) -> torch.nn.Module:
     torch.manual_seed(SEED)
     model = new_densenet()
     x = calibration_batch(calibration_dir)
