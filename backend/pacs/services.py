@@ -25,10 +25,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from backend.clients.models import Client
+from backend.core import deliveries
 from backend.core.exceptions import ApplicationError
 from backend.dicomnet.returnpath import return_path_delivered, return_path_for
 from backend.jobs.models import Job, JobStatus
@@ -133,39 +133,25 @@ def schedule(job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
         id__in=ids, status=JobStatus.SUCCEEDED, client_id__in=list(by_client), return_path__isnull=False
     ).values_list("id", "client_id")
     now = timezone.now()
-    deliveries = [
+    rows = [
         PacsDelivery(job_id=job_id, destination_id=dest_id, destination_name=name, next_attempt_at=now)
         for job_id, client_id in jobs
         for dest_id, name in by_client[client_id]
     ]
-    if not deliveries:
+    if not rows:
         return []
-    PacsDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    PacsDelivery.objects.bulk_create(rows, ignore_conflicts=True)
     # With ignore_conflicts some of these ids may not exist: their wake-up claims nothing.
-    scheduled = [d.id for d in deliveries]
+    scheduled = [d.id for d in rows]
     transaction.on_commit(lambda: send_wakeups(scheduled))
     return scheduled
 
 
 def send_wakeups(delivery_ids: Iterable[uuid.UUID | str], *, countdown: float = 0.0) -> int:
-    """Ask the dispatcher to attempt these deliveries. A failed send is logged, not raised: the
-    sweep sends it again."""
-    from backend.celery_app import app
-
-    sent = 0
-    for delivery_id in delivery_ids:
-        try:
-            app.send_task(
-                DELIVER_TASK,
-                args=[str(delivery_id)],
-                queue=settings.WEBHOOK_QUEUE,
-                countdown=max(countdown, 1.0) if countdown else None,
-                retry=False,
-            )
-            sent += 1
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the sweep re-sends
-            logger.warning("event=pacs_wakeup_failed delivery_id=%s error=%r", delivery_id, exc)
-    return sent
+    """Ask the dispatcher to attempt these deliveries (backend/core/deliveries.py)."""
+    return deliveries.send_wakeups(
+        DELIVER_TASK, delivery_ids, countdown=countdown, event="pacs_wakeup_failed"
+    )
 
 
 # --- attempts -----------------------------------------------------------------------------------
@@ -180,13 +166,11 @@ def _claim_stale_seconds() -> float:
 def _claim(delivery_id: str) -> PacsDelivery | None:
     now = timezone.now()
     stale = now - timedelta(seconds=_claim_stale_seconds())
-    claimable = PacsDelivery.objects.filter(
-        Q(attempt_started_at__isnull=True) | Q(attempt_started_at__lt=stale),
-        id=delivery_id,
-        status=PacsDeliveryStatus.PENDING,
-        next_attempt_at__lte=now + timedelta(seconds=1),
-    )
-    if not claimable.update(attempt_started_at=now, attempts=F("attempts") + 1):
+    due_by = now + timedelta(seconds=1)
+    pending = PacsDeliveryStatus.PENDING
+    if not deliveries.claim(
+        PacsDelivery, delivery_id, pending=pending, now=now, stale_before=stale, due_by=due_by
+    ):
         return None
     return PacsDelivery.objects.select_related("job__client", "job__result", "destination").get(
         id=delivery_id
@@ -313,12 +297,8 @@ def sweep() -> int:
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.PACS_SWEEP_SECONDS)
     stale = now - timedelta(seconds=_claim_stale_seconds())
-    ids = list(
-        PacsDelivery.objects.filter(
-            Q(attempt_started_at__isnull=True) | Q(attempt_started_at__lt=stale),
-            status=PacsDeliveryStatus.PENDING,
-            next_attempt_at__lte=overdue,
-        ).values_list("id", flat=True)[:1000]
+    ids = deliveries.overdue(
+        PacsDelivery, pending=PacsDeliveryStatus.PENDING, due_before=overdue, stale_before=stale
     )
     if ids:
         logger.info("event=pacs_sweep overdue=%d", len(ids))

@@ -25,9 +25,9 @@ from datetime import timedelta
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
+from backend.core import deliveries
 from backend.core.exceptions import ApplicationError
 from backend.jobs.models import Job, JobStatus
 from backend.webhooks import signing, targets
@@ -48,39 +48,24 @@ def event_for(status: str) -> str:
 def schedule(jobs: Iterable[tuple[uuid.UUID, str]], *, status: str) -> list[uuid.UUID]:
     """One delivery per (job id, callback_url) with a URL; wake-ups sent after commit."""
     now = timezone.now()
-    deliveries = [
+    rows = [
         WebhookDelivery(job_id=job_id, url=url, event=event_for(status), next_attempt_at=now)
         for job_id, url in jobs
         if url
     ]
-    if not deliveries:
+    if not rows:
         return []
-    WebhookDelivery.objects.bulk_create(deliveries)
-    ids = [d.id for d in deliveries]
+    WebhookDelivery.objects.bulk_create(rows)
+    ids = [d.id for d in rows]
     transaction.on_commit(lambda: send_wakeups(ids))
     return ids
 
 
 def send_wakeups(delivery_ids: Iterable[uuid.UUID | str], *, countdown: float = 0.0) -> int:
-    """Ask the dispatcher to attempt these deliveries. A failed send is logged, not raised: the
-    sweep sends it again."""
-    from backend.celery_app import app
-
-    sent = 0
-    for delivery_id in delivery_ids:
-        try:
-            app.send_task(
-                DELIVER_TASK,
-                args=[str(delivery_id)],
-                queue=settings.WEBHOOK_QUEUE,
-                # RabbitMQ's delayed delivery refuses a countdown under a second; never sooner.
-                countdown=max(countdown, 1.0) if countdown else None,
-                retry=False,
-            )
-            sent += 1
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the sweep re-sends
-            logger.warning("event=webhook_wakeup_failed delivery_id=%s error=%r", delivery_id, exc)
-    return sent
+    """Ask the dispatcher to attempt these deliveries (backend/core/deliveries.py)."""
+    return deliveries.send_wakeups(
+        DELIVER_TASK, delivery_ids, countdown=countdown, event="webhook_wakeup_failed"
+    )
 
 
 def backoff_seconds(attempts: int, *, base: float | None = None, maximum: float | None = None) -> float:
@@ -94,13 +79,11 @@ def backoff_seconds(attempts: int, *, base: float | None = None, maximum: float 
 def _claim(delivery_id: str) -> WebhookDelivery | None:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + _CLAIM_STALE_SECONDS)
-    claimable = WebhookDelivery.objects.filter(
-        Q(attempt_started_at__isnull=True) | Q(attempt_started_at__lt=stale),
-        id=delivery_id,
-        status=DeliveryStatus.PENDING,
-        next_attempt_at__lte=now + timedelta(seconds=1),
-    )
-    if not claimable.update(attempt_started_at=now, attempts=F("attempts") + 1):
+    due_by = now + timedelta(seconds=1)
+    pending = DeliveryStatus.PENDING
+    if not deliveries.claim(
+        WebhookDelivery, delivery_id, pending=pending, now=now, stale_before=stale, due_by=due_by
+    ):
         return None
     return WebhookDelivery.objects.select_related("job__client", "job__result").get(id=delivery_id)
 
@@ -219,12 +202,8 @@ def sweep() -> int:
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.WEBHOOK_SWEEP_SECONDS)
     stale = now - timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + _CLAIM_STALE_SECONDS)
-    ids = list(
-        WebhookDelivery.objects.filter(
-            Q(attempt_started_at__isnull=True) | Q(attempt_started_at__lt=stale),
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__lte=overdue,
-        ).values_list("id", flat=True)[:1000]
+    ids = deliveries.overdue(
+        WebhookDelivery, pending=DeliveryStatus.PENDING, due_before=overdue, stale_before=stale
     )
     if ids:
         logger.info("event=webhook_sweep overdue=%d", len(ids))
