@@ -61,12 +61,16 @@ def _module(model: torch.nn.Module, part: str) -> torch.nn.Module:
     return body_module(model).eval()
 
 
-def _probe(model: torch.nn.Module, part: str) -> torch.Tensor:
-    # A smooth, X-ray-like ramp on [-1024, 1024], batch of 2 (the batch axis is dynamic).
+def ramp_probe() -> torch.Tensor:
+    """A smooth, X-ray-like ramp on [-1024, 1024], batch of 2 (the batch axis is dynamic)."""
     ramp = torch.linspace(-1024, 1024, 224)
-    x = torch.stack(
+    return torch.stack(
         [ramp[None, :, None] * ramp[None, None, :] / 1024, ramp[None, :, None].expand(1, 224, 224)]
     )
+
+
+def _probe(model: torch.nn.Module, part: str) -> torch.Tensor:
+    x = ramp_probe()
     if part == "body":
         with torch.no_grad():
             return stem_module(model).eval()(x)
@@ -74,7 +78,8 @@ def _probe(model: torch.nn.Module, part: str) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def locked(root: Path) -> Iterator[None]:
+    """One exporter at a time in this folder, across processes."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -85,8 +90,12 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _export_one(model: torch.nn.Module, part: str, target: Path) -> None:
-    module = _module(model, part)
-    probe = _probe(model, part)
+    write_onnx(_module(model, part), _probe(model, part), target, label=part)
+
+
+def write_onnx(module: torch.nn.Module, probe: torch.Tensor, target: Path, *, label: str) -> None:
+    """Export `module` to `target` (x -> y, dynamic batch), refused unless ONNX Runtime gives what
+    torch gives on `probe`; written to a temporary file, synced and renamed into place."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
@@ -103,7 +112,7 @@ def _export_one(model: torch.nn.Module, part: str, target: Path) -> None:
                 dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
                 opset_version=OPSET,
             )
-        _check_parity(module, probe, Path(tmp), part)
+        _check_parity(module, probe, Path(tmp), label)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -136,7 +145,7 @@ def ensure_exported(
         return files, 0.0
     started = time.perf_counter()
     root = export_dir(cache_dir, weights_sha256)
-    with _locked(root):
+    with locked(root):
         for part, path in files.items():
             if not path.is_file():  # another worker may have exported it while we waited
                 _export_one(model, part, path)

@@ -5,37 +5,26 @@ a mixed bf16 backend runs some slices in bf16 and others in fp32, which needs th
 the boundaries the split chooses. worker/runtime/export.py exports the three fixed parts (logits,
 stem, body); this module exports any run of consecutive `features` children (`conv0` ...
 `denseblock4`), named by its first and last child, cached on disk by the weights' sha256 like
-export.py's files, checked against torch before use, written atomically under a lock.
+export.py's files, checked against torch before use, written atomically under a lock (export.py's write_onnx and
+locked).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from worker.runtime.backends import BODY, STEM, _features
+from worker.runtime.export import locked, ramp_probe, write_onnx
 
 logger = logging.getLogger(__name__)
 
 # Bumped whenever the exported slices change (opset, exporter settings).
 SEGMENT_RECIPE = "seg1"
-OPSET = 17
-PARITY_RTOL = 1e-4
 FEATURES = STEM + BODY  # conv0 ... denseblock4; norm5 and the classifier run in numpy (backends.Head)
-
-
-class SegmentError(RuntimeError):
-    pass
 
 
 def split(fp32_parts: frozenset[str] | set[str]) -> list[tuple[tuple[str, ...], bool]]:
@@ -62,11 +51,8 @@ def segment_path(cache_dir: Path, weights_sha256: str, names: tuple[str, ...]) -
 
 
 def _probe(model: torch.nn.Module, names: tuple[str, ...]) -> torch.Tensor:
-    """A smooth X-ray-like ramp (batch of 2) run through the features before `names`."""
-    ramp = torch.linspace(-1024, 1024, 224)
-    x = torch.stack(
-        [ramp[None, :, None] * ramp[None, None, :] / 1024, ramp[None, :, None].expand(1, 224, 224)]
-    )
+    """export.py's ramp run through the features before `names`."""
+    x = ramp_probe()
     before = FEATURES[: FEATURES.index(names[0])]
     if before:
         with torch.no_grad():
@@ -74,47 +60,8 @@ def _probe(model: torch.nn.Module, names: tuple[str, ...]) -> torch.Tensor:
     return x
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _export(model: torch.nn.Module, names: tuple[str, ...], target: Path) -> None:
-    module = _features(model, names).eval()
-    probe = _probe(model, names)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                (probe,),
-                tmp,
-                dynamo=False,
-                input_names=["x"],
-                output_names=["y"],
-                dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-                opset_version=OPSET,
-            )
-        import onnxruntime as ort
-
-        (got,) = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"]).run(None, {"x": probe.numpy()})
-        with torch.no_grad():
-            want = module(probe).numpy()
-        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-6))
-        if not err <= PARITY_RTOL:
-            raise SegmentError(f"exported {names[0]}..{names[-1]} differs from torch by {err:.2e}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_onnx(_features(model, names).eval(), _probe(model, names), target, label=f"{names[0]}..{names[-1]}")
 
 
 def ensure_segments(
@@ -125,7 +72,7 @@ def ensure_segments(
     if all(p.is_file() for p in files):
         return files, 0.0
     started = time.perf_counter()
-    with _locked(segment_dir(cache_dir, weights_sha256)):
+    with locked(segment_dir(cache_dir, weights_sha256)):
         for names, path in zip(runs, files, strict=True):
             if not path.is_file():  # another worker may have exported it while we waited
                 _export(model, names, path)
