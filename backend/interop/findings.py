@@ -31,6 +31,7 @@ from backend.interop import errors
 from backend.jobs.model_identity import LABELS, MODEL_NAME, UNTRAINED
 from backend.jobs.models import Job, JobStatus
 from backend.web import thresholds
+from backend.web.results import Finding as ShownFinding
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +61,14 @@ def finding_code(label: str) -> tuple[str, str, str]:
 
 
 @dataclass(frozen=True)
-class Finding:
-    label: str
-    probability: float
-    operating_point: float | None  # the raw (sigmoid) threshold; None: the model has none
-
-    @property
-    def name(self) -> str:
-        return self.label.replace("_", " ")
+class Finding(ShownFinding):
+    """A finding as the web client shows it (label, probability, operating point, `above`), with
+    what the SR and FHIR add: positive, and the code."""
 
     @property
     def positive(self) -> bool | None:
         """Passes the model's operating point; None where the model has none for this label."""
-        if self.operating_point is None:
-            return None
-        return self.probability >= OPERATING_POINT
+        return self.above
 
     @property
     def code(self) -> tuple[str, str, str]:
