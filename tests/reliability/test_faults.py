@@ -234,7 +234,9 @@ def test_make_run_stops_on_one_sigterm_to_its_process_group(make_stack, shared_d
         shared_database.url, private_redis.url, CXRQ_BATCH_MAX_WAIT_MS="0", CXRQ_FAKE_BATCH_MS="3000"
     )
     port = free_port()
-    run = stack.spawn("runstack", [sys.executable, "manage.py", "runstack", "--port", str(port), "--dicom-port", "0"])
+    run = stack.spawn(
+        "runstack", [sys.executable, "manage.py", "runstack", "--port", str(port), "--dicom-port", "0"]
+    )
     stack.web_url = f"http://127.0.0.1:{port}"
     wait_for(lambda: b"event=worker_started" in Path(run.log_path).read_bytes(), 90, what="runstack worker")
     wait_for(lambda: port_open(port), 30, what="runstack web")

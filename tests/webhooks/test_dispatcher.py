@@ -52,7 +52,9 @@ def test_a_finished_job_is_delivered_retried_after_a_500_and_signed(
 
     shown = api.get(f"/api/v1/jobs/{job_id}").json()
     assert shown["status"] == "succeeded"
-    assert json.loads(second.body) == {k: v for k, v in shown.items() if k not in ("webhooks", "pacs", "queue")}
+    assert json.loads(second.body) == {
+        k: v for k, v in shown.items() if k not in ("webhooks", "pacs", "queue")
+    }
     (logged,) = shown["webhooks"]
     assert logged["event"] == "job.succeeded" and logged["status"] == "delivered"
     assert [a["response_code"] for a in logged["attempts"]] == [500, 200]
