@@ -48,7 +48,12 @@ class Rate:
         if text in ("", "0"):
             return None
         count, slash, unit = text.partition("/")
-        if not slash or not count.isdigit() or int(count) <= 0 or unit.strip().lower() not in _UNITS:
+        if (
+            not slash
+            or not (count.isascii() and count.isdigit())
+            or int(count) <= 0
+            or unit.strip().lower() not in _UNITS
+        ):
             raise ValueError(f"not a rate: {text!r} (expected N/s, N/min, N/h or N/day, or 0)")
         return cls(count=int(count), period=float(_UNITS[unit.strip().lower()]))
 

@@ -120,7 +120,8 @@ def _wait_seconds(request: Request) -> int:
     raw = request.query_params.get("wait")
     if raw is None:
         return 0
-    if not raw.isdigit() or int(raw) > settings.LONG_POLL_MAX_SECONDS:
+    # isascii: str.isdigit() is also true of '¹' or '٣', which int() refuses (a 500, found by schemathesis).
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > settings.LONG_POLL_MAX_SECONDS:
         raise errors.InvalidWait(details={"max_seconds": settings.LONG_POLL_MAX_SECONDS})
     return int(raw)
 

@@ -177,7 +177,7 @@ def upload(request: HttpRequest, who: session.Signed) -> HttpResponse:
     """One file from the page's script (JSON), or every file of the form without script."""
     who.require_write()
     declared = (request.META.get("CONTENT_LENGTH") or "0").strip()
-    if declared.isdigit() and int(declared) > body_limit(request.path):
+    if declared.isascii() and declared.isdigit() and int(declared) > body_limit(request.path):
         raise job_errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": int(declared)})
     files = request.FILES.getlist("images")
     if not files:
@@ -394,6 +394,6 @@ def _wait_seconds(request: HttpRequest) -> int:
     raw = request.GET.get("wait")
     if raw is None:
         return 0
-    if not raw.isdigit() or int(raw) > settings.LONG_POLL_MAX_SECONDS:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > settings.LONG_POLL_MAX_SECONDS:
         raise job_errors.InvalidWait(details={"max_seconds": settings.LONG_POLL_MAX_SECONDS})
     return int(raw)

@@ -60,6 +60,13 @@ def test_get_job_and_unknown_ids(api):
     assert_error(api.get("/api/v1/nothing-here"), 404, "not_found")
 
 
+@pytest.mark.parametrize("wait", ["¹", "٣", "-1", "1.5", "x", "999999"])
+def test_a_wait_that_is_not_a_whole_number_of_seconds_is_a_400(api, wait):
+    # '¹' and '٣' pass str.isdigit() but not int(): schemathesis found the 500 they caused.
+    job_id = post_image(api, png_bytes()).json()["id"]
+    assert_error(api.get(f"/api/v1/jobs/{job_id}", {"wait": wait}), 400, "invalid_wait")
+
+
 def test_succeeded_job_carries_result_and_dedup_returns_it_at_once(
     api, worker, django_assert_max_num_queries
 ):
