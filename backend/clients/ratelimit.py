@@ -64,8 +64,9 @@ class Rate:
 
 class Store(Protocol):
     def acquire(self, key: str, rate: Rate, cost: int = 1) -> float:
-        """Take `cost` requests' room under `rate` (a batch of n images costs n): 0.0 when allowed,
-        else seconds until it would be."""
+        """Take `cost` requests' room under `rate` (a batch of n images costs n), all or nothing:
+        0.0 when allowed, else seconds until it would be. The cost is at most rate.count (callers
+        refuse a larger request first, see fits())."""
 
 
 # KEYS[1]: the bucket; ARGV: interval (times the cost), period (seconds). Returns "0" or the wait.
@@ -127,13 +128,23 @@ def store() -> Store:
 
 
 def _cost(rate: Rate, cost: int) -> int:
-    """At least one; at most the whole burst (a batch larger than the rate still gets through
-    once the bucket is full, instead of never)."""
-    return min(max(cost, 1), rate.count)
+    """At least one. Never capped at the burst: a cap let a batch of any size through for the
+    price of rate.count images, once a period."""
+    cost = max(cost, 1)
+    if not fits(rate, cost):
+        raise ValueError(f"a cost of {cost} can never fit a rate of {rate.count}")
+    return cost
+
+
+def fits(rate: Rate, cost: int) -> bool:
+    """Whether a request of `cost` can ever go through under `rate` (into an empty bucket)."""
+    return cost <= rate.count
 
 
 def acquire(key: str, rate: Rate, cost: int = 1) -> float:
-    """0.0 when a request of `cost` under `key` may go ahead, else the seconds to wait. Fails open."""
+    """0.0 when a request of `cost` under `key` may go ahead, else the seconds to wait. Fails open.
+    A cost past fits() is the caller's to refuse (ValueError here: no wait would ever let it in)."""
+    _cost(rate, cost)
     try:
         return store().acquire(key, rate, cost)
     except Exception:

@@ -68,17 +68,28 @@ def test_keys_do_not_share_a_count(store):
     assert store.acquire(b, rate) == 0.0
 
 
-def test_a_request_may_cost_more_than_one_and_at_most_the_whole_burst(store):
-    """A batch of n images takes n requests' room; one larger than the rate takes all of it."""
+def test_a_request_may_cost_more_than_one_all_or_nothing(store):
+    """A batch of n images takes n requests' room, or none of it."""
     key, rate = f"test:{uuid.uuid4()}", Rate(10, 60.0)
     assert store.acquire(key, rate, cost=6) == 0.0
     wait = store.acquire(key, rate, cost=6)  # 12 > 10: refused, until two intervals have passed
     assert 11.0 < wait <= 12.0
-    assert store.acquire(key, rate, cost=4) == 0.0  # exactly the 10
+    assert store.acquire(key, rate, cost=4) == 0.0  # exactly the 10: the refusal took nothing
     assert store.acquire(key, rate) > 0.0
     other = f"test:{uuid.uuid4()}"
-    assert store.acquire(other, rate, cost=500) == 0.0  # capped at the burst: not refused for ever
+    assert store.acquire(other, rate, cost=10) == 0.0  # the whole burst at once
     assert store.acquire(other, rate) > 0.0
+
+
+def test_a_cost_larger_than_the_rate_is_never_charged_as_the_whole_burst(store):
+    """A cap at the burst let a batch of any size through for the price of rate.count images."""
+    key, rate = f"test:{uuid.uuid4()}", Rate(10, 60.0)
+    assert not ratelimit.fits(rate, 11) and ratelimit.fits(rate, 10)
+    with pytest.raises(ValueError, match="never fit"):
+        store.acquire(key, rate, cost=64)
+    with pytest.raises(ValueError, match="never fit"):
+        ratelimit.acquire(key, rate, cost=64)
+    assert store.acquire(key, rate, cost=10) == 0.0  # nothing was taken
 
 
 def test_a_refused_request_does_not_push_the_wait_further(store):
