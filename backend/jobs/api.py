@@ -7,13 +7,14 @@ import hashlib
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.audit.actors import actor_from_request
 from backend.audit.services import audit_read, audit_write
+from backend.core.conditional import if_none_match
+from backend.core.pagination import StrictPageNumberPagination
 from backend.edge import waiting
 from backend.edge.asgi import body_limit
 from backend.jobs import errors, schema, selectors
@@ -32,11 +33,7 @@ def _content_length(request: Request) -> int:
     return int(raw)
 
 
-class JobPagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
+class JobPagination(StrictPageNumberPagination):
     def get_next_link(self) -> str | None:
         return public_url(super().get_next_link())
 
@@ -54,6 +51,9 @@ class JobCollectionApi(APIView):
             # Refuse before Django spools the body to disk (the edge has, when it is in front).
             raise errors.FileTooLarge(details={"max_bytes": settings.UPLOAD_MAX_BYTES, "size": declared})
         uploads = request.FILES.getlist("image")
+        if uploads and request.FILES.getlist("images"):
+            # Which did the client mean? Taking one and dropping the rest would lose images silently.
+            raise errors.AmbiguousUpload(details={"images": len(request.FILES.getlist("images"))})
         if not uploads:
             raise errors.MissingImage()
         if len(uploads) > 1:
@@ -97,7 +97,7 @@ class JobDetailApi(APIView):
         job = selectors.job_get(client=request.user, job_id=job_id, with_webhooks=True)
         audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id)
         etag = job_etag(job)
-        unchanged = etag in _if_none_match(request)
+        unchanged = if_none_match(request, etag)
         headers = {"ETag": etag}
         if wait and (unchanged or job.status not in JobStatus.ended()):
             # The edge (backend/edge/waiting.py) keeps this answer back and asks again when the
@@ -124,10 +124,6 @@ def _wait_seconds(request: Request) -> int:
     if not (raw.isascii() and raw.isdigit()) or int(raw) > settings.LONG_POLL_MAX_SECONDS:
         raise errors.InvalidWait(details={"max_seconds": settings.LONG_POLL_MAX_SECONDS})
     return int(raw)
-
-
-def _if_none_match(request: Request) -> set[str]:
-    return {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",") if tag.strip()}
 
 
 def job_etag(job) -> str:
@@ -213,7 +209,7 @@ class BatchDetailApi(APIView):
             actor=actor_from_request(request), action="batch.read", details={"batch_id": str(batch.id)}
         )
         etag = _etag(sorted((job_id, job_etag_parts(job)) for job_id, job in jobs.items()))
-        unchanged = etag in _if_none_match(request)
+        unchanged = if_none_match(request, etag)
         headers = {"ETag": etag}
         running = [job_id for job_id, job in jobs.items() if job.status not in JobStatus.ended()]
         if wait and (unchanged or running):

@@ -68,6 +68,14 @@ class InvalidFilter(ApplicationError):
     default_message = "Invalid query parameter."
 
 
+class AmbiguousUpload(ApplicationError):
+    code = "ambiguous_upload"
+    status_code = 400
+    default_message = (
+        "Send one image in the field 'image', or several to POST /api/v1/batches in 'images': not both."
+    )
+
+
 class QueueFull(ApplicationError):
     code = "queue_full"
     status_code = 503

@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from backend.audit.services import audit_read, audit_write
+from backend.core.conditional import if_none_match
 from backend.core.exception_handler import error_body
 from backend.core.exceptions import ApplicationError
 from backend.edge import waiting
@@ -279,7 +280,7 @@ def thumbnail(request: HttpRequest, who: session.Signed, job_id: str) -> HttpRes
         raise errors.ImageNotAvailable()
     etag = f'"{job.id.hex}-{job.sha256[:16]}-{thumbnails.MAX_SIDE}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Cookie"}
-    if etag in request.headers.get("If-None-Match", ""):
+    if if_none_match(request, etag):
         return HttpResponse(status=304, headers=headers)
     try:
         png = thumbnails.preview_of(job)
@@ -380,7 +381,7 @@ def watch(request: HttpRequest, who: session.Signed) -> HttpResponse:
     states = [_state(job) for job in jobs]
     audit_read(actor=who.actor(request), action="jobs.watched", details={"jobs": len(states), "via": "web"})
     etag = selectors.states_etag(states)
-    unchanged = etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}
+    unchanged = if_none_match(request, etag)
     running = [s["id"] for s in states if not s["ended"]]
     headers = {"ETag": etag, "Cache-Control": "no-store"}
     if wait and unchanged and running:
