@@ -3,7 +3,8 @@ the addresses the name resolves to, right before each attempt.
 
 At upload (`check_callback_url`): an absolute http(s) URL, no user name or password, https
 where WEBHOOK_REQUIRE_HTTPS (production), and a host on the client's allow-list
-(Client.webhook_allowed_hosts), or a loopback host where WEBHOOK_ALLOW_LOOPBACK (development).
+(Client.webhook_allowed_hosts) with the URL's port (an entry without a port: the scheme's
+default port only), or a loopback host where WEBHOOK_ALLOW_LOOPBACK (development).
 
 At delivery (`resolve`): the host is resolved once and the attempt connects to the address
 checked here, not to a second lookup (no DNS rebinding between the check and the connect).
@@ -28,38 +29,106 @@ MAX_URL_LENGTH = 2048
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ANY_PORT = -1
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of an allow-list: a host name, `*.domain`, an address or a network, and a port.
+
+    `hooks.example` and `*.hospital.example` and `10.20.0.0/16` and `[fd00::/8]` name hosts;
+    `:8443` after one names the port a URL must use; without a port only the scheme's default
+    port (443 for https, 80 for http) is allowed, so an entry for a web server does not open
+    every other service on that host (Redis on :6379); `:*` allows any port, on purpose.
+    """
+
+    name: str = ""
+    suffix: str = ""  # ".hospital.example" from "*.hospital.example"
+    network: Network | None = None  # an address is a /32 or /128
+    port: int | None = None  # None: the scheme's default; ANY_PORT: any
+
+    @classmethod
+    def parse(cls, raw: str) -> Entry | None:
+        """The entry, or None for a line that is not one (it then allows nothing)."""
+        host, port = _split_port(raw.strip().lower())
+        host = host.rstrip(".")
+        if not host or port == 0:
+            return None
+        try:
+            return cls(network=ipaddress.ip_network(host, strict=False), port=port)
+        except ValueError:
+            pass
+        if ":" in host or "/" in host or "[" in host or "]" in host:
+            return None
+        if host.startswith("*."):
+            return cls(suffix=host[1:], port=port)
+        return cls(name=host, port=port)
+
+    def names_host(self, host: str) -> bool:
+        if self.network is not None:
+            address = _address(host)
+            return address is not None and address in self.network
+        return host == self.name if self.name else host.endswith(self.suffix)
+
+    def allows_port(self, scheme: str, port: int) -> bool:
+        if self.port == ANY_PORT:
+            return True
+        return port == (_DEFAULT_PORTS[scheme] if self.port is None else self.port)
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """("host", port) from "host", "host:8443", "host:*", "[v6]", "[v6]:8443" or a bare IPv6
+    address or network (no port: its colons are the address's). A port that is not one: 0."""
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket:
+            return "", None
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            return "", None
+        return host, _port(rest[1:])
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, _port(port)
+    return entry, None
+
+
+def _port(text: str) -> int:
+    if text == "*":
+        return ANY_PORT
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        return 0
+    return int(text)
+
+
 @dataclass(frozen=True)
 class AllowList:
-    names: frozenset[str]  # exact host names
-    suffixes: tuple[str, ...]  # ".hospital.example" from "*.hospital.example"
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # addresses are /32 or /128
+    entries: tuple[Entry, ...]
 
     @classmethod
     def parse(cls, text: str) -> AllowList:
-        names, suffixes, networks = set(), [], []
+        entries = []
         for raw in text.replace(",", "\n").splitlines():
-            entry = raw.strip().lower().rstrip(".")
-            if not entry or entry.startswith("#"):
+            line = raw.strip()
+            if not line or line.startswith("#"):
                 continue
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-                continue
-            except ValueError:
-                pass
-            if entry.startswith("*."):
-                suffixes.append(entry[1:])
-            else:
-                names.add(entry)
-        return cls(frozenset(names), tuple(suffixes), tuple(networks))
+            entry = Entry.parse(line)
+            if entry is not None:
+                entries.append(entry)
+        return cls(tuple(entries))
 
-    def names_host(self, host: str) -> bool:
-        if host in self.names or any(host.endswith(s) for s in self.suffixes):
-            return True
-        address = _address(host)
-        return address is not None and self.covers(address)
+    def allows(self, host: str, *, scheme: str, port: int | None) -> bool:
+        """Whether a URL naming this host (and port; None: the scheme's default) may be called."""
+        port = _DEFAULT_PORTS[scheme] if port is None else port
+        return any(e.names_host(host) and e.allows_port(scheme, port) for e in self.entries)
 
     def covers(self, address: IPAddress) -> bool:
-        return any(address in network for network in self.networks)
+        """Whether an address entry covers this address: the URL's host and port were allowed
+        already (check_callback_url); this is whether the name may resolve to a private one."""
+        return any(e.network is not None and address in e.network for e in self.entries)
 
 
 def _address(host: str) -> IPAddress | None:
@@ -98,8 +167,8 @@ def check_callback_url(url: str, *, allowed_hosts: str) -> str:
     if settings.WEBHOOK_REQUIRE_HTTPS and parts.scheme != "https":
         raise errors.CallbackUrlHttpsRequired()
     loopback_ok = settings.WEBHOOK_ALLOW_LOOPBACK and _is_loopback_host(host)
-    if not (loopback_ok or AllowList.parse(allowed_hosts).names_host(host)):
-        raise errors.CallbackUrlNotAllowed(details={"host": host[:255]})
+    if not (loopback_ok or AllowList.parse(allowed_hosts).allows(host, scheme=parts.scheme, port=port)):
+        raise errors.CallbackUrlNotAllowed(details={"host": host[:255], "port": port})
     return url
 
 

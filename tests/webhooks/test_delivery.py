@@ -172,7 +172,7 @@ def test_a_callback_url_off_the_allow_list_is_refused_at_upload_and_nothing_is_s
 def test_the_allow_list_admits_names_subdomains_and_networks(api, settings):
     settings.WEBHOOK_ALLOW_LOOPBACK = False
     client = client_and_key()[0]
-    client.webhook_allowed_hosts = "hooks.hospital.example\n*.ris.hospital.example\n10.20.0.0/16"
+    client.webhook_allowed_hosts = "hooks.hospital.example\n*.ris.hospital.example:8443\n10.20.0.0/16"
     client.save()
     for seed, url in enumerate(
         [
@@ -205,9 +205,9 @@ def test_an_allowed_name_that_resolves_to_a_private_address_is_refused_unless_it
     """DNS rebinding: the name passed at upload; at delivery it points inside the network."""
     settings.WEBHOOK_ALLOW_LOOPBACK = False
     client = client_and_key()[0]
-    client.webhook_allowed_hosts = "hooks.hospital.example"
-    client.save()
     port = receiver.server.server_address[1]
+    client.webhook_allowed_hosts = f"hooks.hospital.example:{port}"
+    client.save()
     url = f"http://hooks.hospital.example:{port}/hooks/cxrq"
     answers = {"hooks.hospital.example": "127.0.0.1"}
 
