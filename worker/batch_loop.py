@@ -13,6 +13,13 @@ is stopping, an error escaped) is released: back to the queue, attempt undone.
 
 Stopping (SIGTERM, worker/lifecycle.py) is checked between steps: the batch in
 hand is finished, a batch claimed but not started is released, and drain returns.
+
+Errors of the infrastructure (the database locked, restarting or unreachable; the broker
+unreachable) are not the job's fault: each write is retried in place with backoff for a few
+seconds, and a batch they still interrupt goes back to the queue with its attempt undone
+(released, not retried), so they never count toward MAX_ATTEMPTS. Only errors of the job's own
+(its image broke the model, a bug) spend attempts. What a client reads is a sentence for the
+error code (backend/jobs/errors.py); the exception and its traceback are in this log.
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ import threading
 import time
 import uuid
 
+import redis.exceptions
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
+from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from backend.core.logging import log_context
 from backend.jobs import selectors
+from backend.jobs.errors import JOB_ERROR_MESSAGES
 from backend.jobs.services import claims, leases
 from backend.jobs.services.claims import ClaimedBatch
 from worker import metrics
@@ -34,6 +45,43 @@ from worker.runtime.prep_pool import Prepared
 from worker.runtime.tuned import EngineConfig
 
 logger = logging.getLogger(__name__)
+
+# The database locked (SQLite's single writer), restarting or unreachable; the broker unreachable.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    BrokerOperationalError,
+    ConnectionError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+# Retries in place of one write: 0.1 s, doubling to 2 s, for about this long in all (well under
+# the lease, so the heartbeat keeps the batch while it waits).
+INFRASTRUCTURE_RETRY_SECONDS = 8.0
+# A batch given back after an infrastructure error is claimable again after this long.
+INFRASTRUCTURE_RELEASE_DELAY_SECONDS = 1.0
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    return isinstance(exc, INFRASTRUCTURE_ERRORS)
+
+
+def retrying(step: str, call):
+    """`call()`, retried with backoff while it fails with an infrastructure error, for about
+    INFRASTRUCTURE_RETRY_SECONDS; then the error is raised. Any other error is raised at once."""
+    delay, deadline = 0.1, time.monotonic() + INFRASTRUCTURE_RETRY_SECONDS
+    while True:
+        try:
+            return call()
+        except INFRASTRUCTURE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "event=infrastructure_retry step=%s error=%s retry_in_s=%.1f", step, type(exc).__name__, delay
+            )
+            close_old_connections()  # a connection the error left unusable is replaced
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class BatchLoop:
@@ -72,8 +120,14 @@ class BatchLoop:
                     leases.job_sweep_queued(older_than_seconds=0, limit=self.config.batch_max_size)
                     return done
                 else:
-                    self._wait_for_batch()
-                    batch, prepared = self._claim(), None
+                    try:
+                        retrying("wait", self._wait_for_batch)
+                        batch, prepared = retrying("claim", self._claim), None
+                    except INFRASTRUCTURE_ERRORS as exc:
+                        # Nothing was claimed (the claim's transaction rolled back): the jobs stay
+                        # queued, and the sweeper wakes a worker for them again.
+                        logger.warning("event=claim_failed error=%s (jobs stay queued)", type(exc).__name__)
+                        return done
                     if not batch.jobs:
                         return done
                 if self.stopping.is_set():  # claimed, not started: give it back
@@ -123,12 +177,17 @@ class BatchLoop:
                 self._release(batch)
                 raise
 
-    def _release(self, batch: ClaimedBatch) -> None:
+    def _release(self, batch: ClaimedBatch, delay_seconds: float = 0.0) -> None:
         """Give back a batch this worker will not run (undoes the attempt). Forgotten first:
         if the release cannot be written (database gone), its leases must lapse, not be renewed."""
         self._forget(batch)
         try:
-            claims.job_release(job_ids=batch.job_ids, claim_token=batch.claim_token)
+            retrying(
+                "release",
+                lambda: claims.job_release(
+                    job_ids=batch.job_ids, claim_token=batch.claim_token, delay_seconds=delay_seconds
+                ),
+            )
         except Exception:
             logger.warning(
                 "event=release_failed batch_id=%s (leases will lapse)", batch.batch_id, exc_info=True
@@ -150,7 +209,9 @@ class BatchLoop:
             self._settle(batch, handled)
         except Exception as exc:
             self._give_back(batch, exc)
-            raise
+            if not is_infrastructure_error(exc):
+                raise
+            return 0
         finally:
             self._forget(batch)
         return len(batch.jobs)
@@ -168,8 +229,11 @@ class BatchLoop:
         for r in handled.rejected:
             # Lines about one job carry its upload's request id (Job.request_id) and its id.
             with log_context(request_id=jobs[r.job_id].request_id, job_id=r.job_id):
-                if claims.job_fail(
-                    job_id=r.job_id, claim_token=batch.claim_token, code=r.code, message=r.message
+                if retrying(
+                    "fail",
+                    lambda r=r: claims.job_fail(
+                        job_id=r.job_id, claim_token=batch.claim_token, code=r.code, message=r.message
+                    ),
                 ):
                     metrics.job_ended(jobs[r.job_id], status="failed")
                 logger.warning(
@@ -184,18 +248,21 @@ class BatchLoop:
                 exc,
                 exc_info=exc,
             )
-            claims.job_retry_later(
-                job_ids=handled.inferred_job_ids,
-                claim_token=batch.claim_token,
-                code="inference_failed",
-                message=f"{type(exc).__name__}: {exc}"[:500],
+            retrying(
+                "retry_later",
+                lambda: claims.job_retry_later(
+                    job_ids=handled.inferred_job_ids,
+                    claim_token=batch.claim_token,
+                    code="inference_failed",
+                    message=JOB_ERROR_MESSAGES["inference_failed"],
+                ),
             )
             metrics.jobs_retried(len(handled.inferred_job_ids))
             return
         if not handled.outcomes:
             return
         started = time.perf_counter()
-        stored = claims.job_store_results(batch=batch, outcomes=handled.outcomes)
+        stored = retrying("store", lambda: claims.job_store_results(batch=batch, outcomes=handled.outcomes))
         metrics.stored(time.perf_counter() - started)
         t = handled.timings
         logger.info(
@@ -216,15 +283,31 @@ class BatchLoop:
                 logger.info("event=job_succeeded job_id=%s batch_id=%s", job_id, batch.batch_id)
 
     def _give_back(self, batch: ClaimedBatch, exc: Exception) -> None:
-        """An error escaped the batch (database gone mid-store, a bug): requeue its jobs
-        with backoff, or leave them to lapse when even that fails; never keep them."""
-        logger.exception("event=batch_error batch_id=%s error=%r", batch.batch_id, exc)
+        """An error escaped the batch. The infrastructure's (the database still locked or gone
+        after the retries): the batch is released, its attempt undone. Any other (a bug): its
+        jobs are requeued with backoff, spending the attempt. When even that cannot be written,
+        their leases lapse and the reaper requeues them; the worker never keeps them."""
+        job_ids = ",".join(str(j) for j in batch.job_ids)
+        if is_infrastructure_error(exc):
+            logger.warning(
+                "event=batch_released_infrastructure batch_id=%s error=%s job_ids=%s detail=%r",
+                batch.batch_id,
+                type(exc).__name__,
+                job_ids,
+                str(exc)[:300],
+            )
+            self._release(batch, delay_seconds=INFRASTRUCTURE_RELEASE_DELAY_SECONDS)
+            return
+        logger.exception("event=batch_error batch_id=%s error=%r job_ids=%s", batch.batch_id, exc, job_ids)
         try:
-            claims.job_retry_later(
-                job_ids=batch.job_ids,
-                claim_token=batch.claim_token,
-                code="worker_error",
-                message=f"{type(exc).__name__}: {exc}"[:500],
+            retrying(
+                "retry_later",
+                lambda: claims.job_retry_later(
+                    job_ids=batch.job_ids,
+                    claim_token=batch.claim_token,
+                    code="worker_error",
+                    message=JOB_ERROR_MESSAGES["worker_error"],
+                ),
             )
         except Exception:  # noqa: BLE001 - database gone too: the lease lapses and the reaper requeues
             logger.warning("event=give_back_failed batch_id=%s (leases will lapse)", batch.batch_id)

@@ -8,6 +8,7 @@ retries what it returns. Shaped like TorchServe's BaseHandler.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from backend.jobs.errors import JOB_ERROR_MESSAGES
 from backend.jobs.models import Job
 from backend.jobs.services.claims import ClaimedBatch, InferenceOutcome
 from worker.runtime.prep_pool import Prepared, PreprocessPool
 from worker.runtime.preprocess import PreprocessError
 from worker.runtime.protocol import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 def _ms(seconds: float) -> float:
@@ -76,8 +80,13 @@ class InferenceHandler:
             elif isinstance(outcome.error, PreprocessError):
                 rejected.append(Rejected(job.id, outcome.error.code, str(outcome.error)))
             elif isinstance(outcome.error, OSError):
-                exc = outcome.error
-                rejected.append(Rejected(job.id, "upload_unreadable", f"{type(exc).__name__}: {exc}"))
+                # The client reads a sentence; the error (it names a path) stays in this log.
+                logger.warning(
+                    "event=upload_unreadable job_id=%s error=%s", job.id, type(outcome.error).__name__
+                )
+                rejected.append(
+                    Rejected(job.id, "upload_unreadable", JOB_ERROR_MESSAGES["upload_unreadable"])
+                )
             else:
                 raise outcome.error  # a bug, not a bad image: the batch loop gives the batch back
         return jobs, (np.stack(inputs) if inputs else None), rejected, ms

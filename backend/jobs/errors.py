@@ -259,3 +259,19 @@ class DicomInflatedTooLarge(ApplicationError):
         "The Deflated DICOM file inflates to more than an uncompressed upload may be; "
         "it is not inflated further."
     )
+
+
+# --- why the worker ended a job (worker/batch_loop.py, worker/handler.py) ---------------------
+# What its client reads, by error code: a sentence, never an exception's class or text. The detail
+# (exception, traceback, batch and job ids) is in the worker's log line for the same job ids.
+JOB_ERROR_MESSAGES = {
+    "worker_error": "The analysis failed because of an error in the service; the operators have the details.",
+    "inference_failed": "The model could not analyse this image; the operators have the details.",
+    "upload_unreadable": "The stored image could not be read for analysis.",
+}
+
+
+def job_error_message(code: str, stored: str) -> str:
+    """The message a job's client is shown for its error: the fixed sentence for the worker's own
+    codes (rows written before these sentences carry exception text), else what was stored."""
+    return JOB_ERROR_MESSAGES.get(code, stored)

@@ -3,12 +3,17 @@
 Degraded (200, or 503 with ?strict=1) with a reason code for each problem:
 database_unavailable (503 always), broker_unavailable, no_live_worker,
 no_worker_for_model_version (workers are live, but none runs the model version
-that uploads are queued for: its jobs would wait for ever), queue_over_depth.
+that uploads are queued for: its jobs would wait for ever), queue_over_depth, and
+under `make run` (manage.py runstack) `<component>_process_down` (web, worker,
+dispatcher, dicom) while runstack restarts a process of the stack that died.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -87,8 +92,25 @@ def check_workers() -> dict[str, Any]:
     }
 
 
-def degraded_reasons(db: dict, broker: dict, workers: dict) -> list[str]:
+def check_stack() -> dict[str, Any] | None:
+    """The processes of `make run`, as runstack last wrote them (it restarts one that died):
+    None when this web process was not started by runstack."""
+    if not settings.RUNSTACK_STATE_FILE:
+        return None
+    try:
+        state = json.loads(Path(settings.RUNSTACK_STATE_FILE).read_text())
+        components = {name: c["state"] for name, c in state["components"].items()}
+        restarts = {name: c["restarts"] for name, c in state["components"].items()}
+        os.kill(int(state["pid"]), 0)  # runstack itself is still there to restart them
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"ok": False, "error": "runstack_state_unavailable"}
+    return {"ok": all(s == "up" for s in components.values()), "components": components, "restarts": restarts}
+
+
+def degraded_reasons(db: dict, broker: dict, workers: dict, stack: dict | None = None) -> list[str]:
     reasons = []
+    if stack is not None:
+        reasons += [f"{name}_process_down" for name, s in stack.get("components", {}).items() if s != "up"]
     if not db["ok"]:
         reasons.append("database_unavailable")
     if not broker["ok"]:
@@ -120,7 +142,8 @@ class HealthApi(APIView):
         db = check_database()
         broker = check_broker()
         workers = check_workers() if db["ok"] else {"ok": False, "error": "database_unavailable"}
-        reasons = degraded_reasons(db, broker, workers)
+        stack = check_stack()
+        reasons = degraded_reasons(db, broker, workers, stack)
         strict = request.query_params.get("strict") in ("1", "true", "yes")
         body = {
             "status": "ok" if not reasons else "degraded",
@@ -128,6 +151,7 @@ class HealthApi(APIView):
             "database": db,
             "broker": broker,
             "workers": workers,
+            **({"stack": stack} if stack is not None else {}),
             "model_version": current_model_version(),
             "limits": {
                 "upload_max_bytes": settings.UPLOAD_MAX_BYTES,

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from backend.jobs.errors import job_error_message
 from backend.jobs.models import Job, JobStatus, Priority
 from backend.pacs import selectors as pacs_selectors
 from backend.pacs.serializers import PacsDeliverySerializer
@@ -133,7 +134,7 @@ class JobOutputSerializer(serializers.Serializer):
     def get_error(self, job: Job) -> dict | None:
         if not job.error_code:
             return None
-        return {"code": job.error_code, "message": job.error_message}
+        return {"code": job.error_code, "message": job_error_message(job.error_code, job.error_message)}
 
     @extend_schema_field(
         {

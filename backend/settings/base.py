@@ -117,7 +117,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves a web process and a worker on one file:
     # wait for the writer lock instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    # Every transaction takes the write lock when it begins (BEGIN IMMEDIATE), so it waits its turn
+    # under the busy timeout below. A deferred transaction that read first and writes later cannot
+    # wait: when another writer committed in between, SQLite answers "database is locked" at once.
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    # Seconds a connection waits for the writer lock before "database is locked": longer than any
+    # write the stack holds it for, short enough that a stuck writer shows up as an error.
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", env.float("CXRQ_SQLITE_BUSY_TIMEOUT", default=20.0))
     DATABASES["default"]["OPTIONS"].setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
@@ -218,6 +224,17 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
 # Rate-limit counters (backend/clients/ratelimit.py): a Redis URL, by default the cache's or
 # else the broker's when that is Redis; empty: the database (the embedded default).
 _REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+# kombu's transport for the URL's scheme, replaced where kombu's own is unsafe for our use
+# (backend/broker_transports.py; docs/operations.md#the-embedded-default): the filesystem one
+# writes in place and corrupts reads by another process; the virtual ones (filesystem, Redis)
+# stop the worker on a message they cannot decode.
+CELERY_BROKER_TRANSPORT = {
+    "filesystem": "backend.broker_transports:AtomicFilesystemTransport",
+    "redis": "backend.broker_transports:TolerantRedisTransport",
+    "rediss": "backend.broker_transports:TolerantRedisTransport",
+}.get(CELERY_BROKER_URL.split("://", 1)[0])
+# Workers drop a message whose body they cannot decode with a WARNING (backend/celery_consumer.py).
+CELERY_WORKER_CONSUMER = "backend.celery_consumer:TolerantConsumer"
 RATE_LIMIT_URL = env.str("CXRQ_RATE_LIMIT_URL", default=CACHE_URL or _REDIS_BROKER)
 # Job-ended announcements for long-poll waiters (backend/jobs/events.py): a Redis URL, by default
 # the broker's; empty (the embedded default): waiters look again every second instead.
@@ -230,6 +247,14 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A wake-up is acknowledged after it ran: a worker that dies mid-batch leaves it for
+# `make run` (manage.py runstack): seconds its processes get to stop after Ctrl-C / SIGTERM before
+# every one left is killed; and the file where it says which of them is down, for health to
+# read (runstack sets it for the processes it starts; empty: not under runstack).
+RUNSTACK_GRACE_SECONDS = env.float("CXRQ_RUNSTACK_GRACE_SECONDS", default=10.0)
+# A process of the stack that died is restarted after this many seconds, twice as long after each
+# death in a row (at most 30 s; a process that ran a minute starts over).
+RUNSTACK_RESTART_DELAY_SECONDS = env.float("CXRQ_RUNSTACK_RESTART_DELAY_SECONDS", default=1.0)
+RUNSTACK_STATE_FILE = env.str("CXRQ_RUNSTACK_STATE_FILE", default="")
 # another worker. Duplicate wake-ups are harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

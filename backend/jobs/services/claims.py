@@ -235,15 +235,18 @@ def job_fail(*, job_id: uuid.UUID, claim_token: uuid.UUID, code: str, message: s
     )
 
 
-def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID) -> int:
-    """Give claimed jobs back to the queue unrun (shutdown, a batch claimed ahead), undoing
-    the attempt."""
+def job_release(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, delay_seconds: float = 0.0) -> int:
+    """Give claimed jobs back to the queue unrun (shutdown, a batch claimed ahead, an error of the
+    infrastructure rather than the job's), undoing the attempt. `delay_seconds`: not claimable
+    before then (the database or broker is given time to recover)."""
+    delay = {"available_at": timezone.now() + timedelta(seconds=delay_seconds)} if delay_seconds > 0 else {}
     released = to_queue(
         _held(job_ids, claim_token),
         transition=Transition.RELEASE,
         expected=len(job_ids),
         attempts=F("attempts") - 1,
         started_at=None,
+        **delay,
     )
     if released:
         wake_workers(job_ids)
@@ -255,8 +258,10 @@ def _backoff_seconds(attempts: int) -> float:
 
 
 def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: str, message: str) -> dict:
-    """After a transient error: back to the queue with exponential backoff, or FAILED once
-    MAX_ATTEMPTS is reached."""
+    """After an error of the job's own (its image broke the model, a bug it triggers): back to
+    the queue with exponential backoff, or FAILED once MAX_ATTEMPTS is reached. `message` is
+    what the client reads: a sentence, never exception text. Errors of the infrastructure
+    (database, broker) spend no attempt: the worker releases the jobs instead (job_release)."""
     now = timezone.now()
     held = _held(job_ids, claim_token)
     failed = to_terminal(
@@ -264,7 +269,7 @@ def job_retry_later(*, job_ids: list[uuid.UUID], claim_token: uuid.UUID, code: s
         transition=Transition.RETRY_LATER,
         status=JobStatus.FAILED,
         error_code=code,
-        error_message=f"gave up after {settings.MAX_ATTEMPTS} attempts: {message}",
+        error_message=f"{message} It was tried {settings.MAX_ATTEMPTS} times.",
         now=now,
     )
     requeued = 0

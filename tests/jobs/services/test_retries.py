@@ -40,4 +40,4 @@ def test_transient_errors_back_off_then_fail(settings):
     Job.objects.filter(id=job.id).update(available_at=timezone.now())
     assert _retry_later(claim(1)) == {"requeued": 0, "failed": 1}
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "gave up after 2 attempts" in job.error_message
+    assert job.status == JobStatus.FAILED and "It was tried 2 times." in job.error_message

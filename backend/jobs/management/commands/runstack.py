@@ -1,18 +1,26 @@
 """`make run`: the API, one worker, the dispatcher (webhooks, purge) and the DICOM receiver in one command,
 on whatever settings say.
 
-With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + kombu's filesystem
-transport: no services needed. Ctrl-C stops both.
+With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + the filesystem broker
+(backend/broker_transports.py): no services needed. A component that dies is restarted with
+backoff while the others keep serving, and health says which is down meanwhile (the state file
+CXRQ_RUNSTACK_STATE_FILE). Ctrl-C or SIGTERM stops everything within CXRQ_RUNSTACK_GRACE_SECONDS:
+SIGTERM first, then SIGKILL to whatever is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
+import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -76,42 +84,192 @@ class Command(BaseCommand):
         )
         # CXRQ_PUBLIC_URL defaults to the address printed above (the web's links, the webhooks').
         env = os.environ | {"CXRQ_PUBLIC_URL": os.environ.get("CXRQ_PUBLIC_URL", base)}
-        # The worker runs as its own process (`python -m worker`); the backend imports nothing of it.
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
-        # The dispatcher: webhook deliveries, the overdue-delivery sweep and the retention purge.
-        dispatcher = subprocess.Popen([sys.executable, "manage.py", "run_dispatcher"], env=env)
-        # The production server (backend/edge/server.py), not runserver: the same deadlines,
-        # limits and error pages a deployment has. CXRQ_WEB_WORKERS processes (default: one per
-        # core, at most 4).
-        web = subprocess.Popen(server_argv(f"{host}:{port}"), env=env)
-        processes = (web, worker, dispatcher)
-        # The DICOM receiver (C-STORE SCP), its own process as in a deployment. Not one the stack
-        # stops for: a busy DICOM port leaves the API running (--dicom-port 0: no receiver).
-        dicom = None
+        # Where the components' states are written for health (backend/jobs/health.py) to read:
+        # one file per port, so two stacks on one var/ folder keep theirs apart.
+        state_file = Path(
+            os.environ.get("CXRQ_RUNSTACK_STATE_FILE") or settings.VAR_DIR / f"runstack-{port}.json"
+        )
+        env["CXRQ_RUNSTACK_STATE_FILE"] = str(state_file)
+        grace = settings.RUNSTACK_GRACE_SECONDS
+        # The web lets requests in flight (long-polls wait up to CXRQ_LONG_POLL_MAX_SECONDS) end
+        # within the stack's grace, not gunicorn's 30 s, which outlived it.
+        web_env = {"CXRQ_WEB_GRACEFUL_TIMEOUT_SECONDS": str(max(1, int(grace) - 2))} | {
+            k: v for k, v in os.environ.items() if k == "CXRQ_WEB_GRACEFUL_TIMEOUT_SECONDS"
+        }
+        components = [
+            # The production server (backend/edge/server.py), not runserver: the same deadlines,
+            # limits and error pages a deployment has. CXRQ_WEB_WORKERS processes (default: one
+            # per core, at most 4).
+            Component("web", server_argv(f"{host}:{port}"), env | web_env),
+            # The worker runs as its own process (`python -m worker`); the backend imports
+            # nothing of it.
+            Component("worker", [sys.executable, "-m", "worker"], env),
+            # The dispatcher: webhook deliveries, the overdue-delivery sweep and the retention purge.
+            Component("dispatcher", [sys.executable, "manage.py", "run_dispatcher"], env),
+        ]
+        # The DICOM receiver (C-STORE SCP), its own process as in a deployment (--dicom-port 0:
+        # no receiver).
         if dicom_port:
             argv = [sys.executable, "manage.py", "run_dicom", "--address", host, "--port", str(dicom_port)]
-            dicom = subprocess.Popen(argv, env=env | dicom_env)
-        stop = _Stop()
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            components.append(Component("dicom", argv, env | dicom_env))
+        Supervisor(components, state_file=state_file, grace=grace, log=self._log).run()
+
+    def _log(self, line: str) -> None:
+        self.stderr.write(line)
+        self.stderr.flush()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Component:
+    """One process of the stack: started, restarted after it died (with backoff), stopped."""
+
+    # The first restart after RUNSTACK_RESTART_DELAY_SECONDS; each next one after twice the wait.
+    BACKOFF_MAX_SECONDS = 30.0
+    # A process that ran this long before it died is not crash-looping: its backoff starts over.
+    STABLE_SECONDS = 60.0
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        self.name, self.argv, self.env = name, argv, env
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.backoff = 0.0
+        self.restart_at: float | None = None
+        self.since = _now()
+        self.last_exit: int | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env)
+        self.started_at, self.restart_at, self.since = time.monotonic(), None, _now()
+
+    def died(self) -> float:
+        """Note the exit and schedule the restart; returns the wait before it."""
+        assert self.proc is not None
+        self.last_exit = self.proc.returncode
+        self.proc = None
+        ran = time.monotonic() - self.started_at
+        if ran >= self.STABLE_SECONDS or self.backoff == 0:
+            self.backoff = settings.RUNSTACK_RESTART_DELAY_SECONDS
+        else:
+            self.backoff = min(self.backoff * 2, self.BACKOFF_MAX_SECONDS)
+        self.restart_at = time.monotonic() + self.backoff
+        self.since = _now()
+        return self.backoff
+
+    def state(self) -> dict:
+        return {
+            "state": "up" if self.up else "down",
+            "pid": self.proc.pid if self.up and self.proc is not None else None,
+            "restarts": self.restarts,
+            "since": self.since,
+            "last_exit": self.last_exit,
+        }
+
+
+class Supervisor:
+    """Keeps every component running until Ctrl-C or SIGTERM, then stops them all within `grace`.
+
+    A component that dies is restarted (with backoff and a log line) while the others go on
+    serving; the state file says which is down meanwhile. On a stop each gets SIGTERM (a
+    graceful stop: the worker finishes its batch in hand); whatever is still alive after
+    `grace` seconds, the components and every process they started, is killed."""
+
+    def __init__(self, components: list[Component], *, state_file: Path, grace: float, log):
+        self.components, self.state_file, self.grace, self.log = components, state_file, grace, log
+        self.stop = _Stop()
+
+    def run(self) -> None:
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while not stop.signalled and all(proc.poll() is None for proc in processes):
+            for component in self.components:
+                component.start()
+            self.write_state()
+            while not self.stop.signalled:
+                if self.supervise():
+                    self.write_state()
                 time.sleep(0.2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            everything = (*processes, dicom) if dicom is not None else processes
-            for proc in everything:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in everything:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            self.shutdown()
+            with contextlib.suppress(OSError):
+                self.state_file.unlink()
+
+    def supervise(self) -> bool:
+        """Restart what died; True when a state changed."""
+        changed = False
+        for c in self.components:
+            if c.proc is not None and c.proc.poll() is not None:
+                rc = c.proc.returncode
+                wait = c.died()
+                self.log(f"event=component_died component={c.name} returncode={rc} restart_in_s={wait:.1f}")
+                changed = True
+            if c.proc is None and c.restart_at is not None and time.monotonic() >= c.restart_at:
+                c.restarts += 1
+                c.start()
+                self.log(f"event=component_restarted component={c.name} restarts={c.restarts}")
+                changed = True
+        return changed
+
+    def write_state(self) -> None:
+        """Written whole and renamed into place: health never reads half a file."""
+        body = {
+            "pid": os.getpid(),
+            "updated_at": _now(),
+            "components": {c.name: c.state() for c in self.components},
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.state_file)
+
+    def shutdown(self) -> None:
+        """SIGTERM to each component, then SIGKILL to every process of the stack still alive
+        after the grace: the components, and the processes they started (a worker's pool, the
+        web's workers), counted before the signal, so none escapes by being orphaned."""
+        started = time.monotonic()
+        me = psutil.Process()
+        family = me.children(recursive=True)
+        for c in self.components:
+            if c.up:
+                assert c.proc is not None
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=self.grace)
+        # Started after the count (a restart racing the stop, a pool replacing a child).
+        alive += [p for p in me.children(recursive=True) if p not in alive]
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if alive:
+            self.log(
+                f"event=stack_killed after_s={self.grace:.0f} processes={len(alive)} "
+                f"names={','.join(sorted({_name(p) for p in alive}))}"
+            )
+        psutil.wait_procs(alive, timeout=5)
+        for c in self.components:
+            if c.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    c.proc.wait(timeout=1)
+        self.log(f"event=stack_stopped seconds={time.monotonic() - started:.1f}")
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"
 
 
 class _Stop:
-    """Ctrl-C or SIGTERM: stop the server and the worker, each with SIGTERM (a graceful stop)."""
+    """Ctrl-C or SIGTERM: stop every component, each with SIGTERM (a graceful stop)."""
 
     signalled = False
 
