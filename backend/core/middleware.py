@@ -4,7 +4,9 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 
 from backend.core.logging import request_id_var
 
@@ -48,4 +50,31 @@ class ContentSecurityPolicyMiddleware:
         if "Content-Security-Policy" not in response:
             html = response.get("Content-Type", "").startswith("text/html")
             response["Content-Security-Policy"] = self.HTML if html else self.OTHER
+        return response
+
+
+class HttpsRedirectMiddleware:
+    """Plain HTTP is redirected to the same path on CXRQ_PUBLIC_URL (production).
+
+    Django's SECURE_SSL_REDIRECT builds the target from the request's Host header, which the
+    client chooses: `Host: evil.example` sent to an allowed name by an attacker on the path
+    gives a redirect to https://evil.example/... Here the target is always the configured
+    public address; the Host header is not read at all. GET and HEAD get 301; other methods
+    get 308, which keeps the method and body (a 301 turns a POST into a GET in most clients).
+    Paths matching SECURE_REDIRECT_EXEMPT (health, metrics: probes inside the network) pass.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        self.target = settings.PUBLIC_URL.rstrip("/")
+        if not self.target.startswith("https://"):
+            raise ImproperlyConfigured("HttpsRedirectMiddleware needs CXRQ_PUBLIC_URL, an https:// address")
+        self.exempt = [re.compile(pattern) for pattern in settings.SECURE_REDIRECT_EXEMPT]
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.is_secure() or any(p.search(request.path.lstrip("/")) for p in self.exempt):
+            return self.get_response(request)
+        response = HttpResponsePermanentRedirect(self.target + request.get_full_path())
+        if request.method not in ("GET", "HEAD"):
+            response.status_code = 308
         return response

@@ -92,6 +92,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "backend.urls"
+# A request refused by CSRF protection: 403 in the error shape, the web client's own page for a
+# person's form (Django's stock page is a developer's).
+CSRF_FAILURE_VIEW = "backend.core.views.csrf_failure"
 WSGI_APPLICATION = "backend.wsgi.application"
 
 TEMPLATES = [
@@ -506,7 +509,10 @@ if LOG_FORMAT not in ("json", "text"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "backend.core.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "backend.core.logging.RequestIdFilter"},
+        "disallowed_host": {"()": "backend.core.log_filters.DisallowedHostFilter"},
+    },
     "formatters": {
         "text": {
             "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s "
@@ -525,6 +531,8 @@ LOGGING = {
         # before trying the next one. A file no plugin decodes is refused (4xx) and logged
         # once as event=request_refused with its code; a worker fails the job with its code.
         "pydicom.pixels.decoders": {"level": "CRITICAL"},
+        # A Host not in ALLOWED_HOSTS: one WARNING line, no traceback (anyone can send one).
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }
 

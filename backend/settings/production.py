@@ -16,6 +16,7 @@ from .base import (
     DATABASES,
     LOGGING,
     METRICS_TOKEN,
+    MIDDLEWARE,
     MODEL_WEIGHTS_SHA256,
     PHI_KEYS,
     PUBLIC_URL,
@@ -67,7 +68,17 @@ MODEL_FAKE = False
 # The server (backend/edge/server.py) believes X-Forwarded-Proto only from CXRQ_TRUSTED_PROXIES
 # and hands Django the scheme; Django itself reads no forwarded header (SECURE_PROXY_SSL_HEADER
 # would believe any client).
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+# The redirect goes to CXRQ_PUBLIC_URL (backend/core/middleware.py HttpsRedirectMiddleware), not
+# to Django's SECURE_SSL_REDIRECT target, which is built on the request's Host header. Its
+# exemptions keep Django's setting name, SECURE_REDIRECT_EXEMPT.
+SECURE_SSL_REDIRECT = False
+if env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True):
+    _security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+    MIDDLEWARE = [
+        *MIDDLEWARE[:_security],
+        "backend.core.middleware.HttpsRedirectMiddleware",
+        *MIDDLEWARE[_security:],
+    ]
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
@@ -79,8 +90,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Checks that do not apply, with why: HSTS preload is a commitment for the whole domain, the
-# operator's to make (DJANGO_SECURE_HSTS_PRELOAD).
+# operator's to make (DJANGO_SECURE_HSTS_PRELOAD); W008 asks for SECURE_SSL_REDIRECT, whose job
+# HttpsRedirectMiddleware does (when DJANGO_SECURE_SSL_REDIRECT is off, W008 is reported).
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
+if "backend.core.middleware.HttpsRedirectMiddleware" in MIDDLEWARE:
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
 # Callbacks over https only; a loopback target only where an allow-list names it.
 WEBHOOK_REQUIRE_HTTPS = env.bool("CXRQ_WEBHOOK_REQUIRE_HTTPS", default=True)
 WEBHOOK_ALLOW_LOOPBACK = env.bool("CXRQ_WEBHOOK_ALLOW_LOOPBACK", default=False)

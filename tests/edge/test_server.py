@@ -314,3 +314,53 @@ def test_a_head_over_the_bound_is_431_and_closed(server):
     )
     answer = _read_all(s, 5)
     assert answer.startswith(b"HTTP/1.1 431") and b"request_head_too_large" in answer
+
+
+@pytest.fixture
+def production_server(tmp_path) -> Iterator[Server]:
+    """The server with production settings (JSON logs, the HTTPS redirect) on the test's database
+    and broker. 127.0.0.1 is an allowed host, as where the issue's redirect was seen."""
+    from tests.factories import phi_key
+
+    yield from _serve(
+        tmp_path,
+        {
+            "DJANGO_SETTINGS_MODULE": "backend.settings.production",
+            "DJANGO_SECRET_KEY": "p" * 64,
+            "DJANGO_ALLOWED_HOSTS": "cxrq.hospital.example,127.0.0.1",
+            "CXRQ_MODEL_WEIGHTS_SHA256": "a" * 64,
+            "CXRQ_PHI_KEY": phi_key(),
+            "CXRQ_MODEL_FAKE": "false",
+        },
+    )
+
+
+def test_production_redirects_plain_http_to_the_public_url_never_to_the_host(production_server):
+    srv = production_server
+    for method in ("GET", "POST"):
+        response = requests.request(
+            method,
+            f"{srv.url}/api/v1/jobs?page=2",
+            headers={"Host": "127.0.0.1:31337", "X-Forwarded-Host": "evil.example"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert response.status_code == (301 if method == "GET" else 308), response.text[:200]
+        assert response.headers["Location"] == f"{PUBLIC_URL}/api/v1/jobs?page=2"
+    assert requests.get(f"{srv.url}/api/v1/health", timeout=10).status_code in (200, 503)  # exempt
+
+
+def test_a_bad_host_is_one_short_warning_line_in_the_servers_log(production_server):
+    srv = production_server
+    start = srv.log.stat().st_size
+    for _ in range(20):
+        response = requests.get(f"{srv.url}/api/v1/health", headers={"Host": "evil.example"}, timeout=10)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    with srv.log.open("rb") as f:
+        f.seek(start)
+        written = f.read().decode()
+    lines = [json.loads(line) for line in written.splitlines() if "disallowed_host" in line]
+    assert len(lines) == 20, written[-2000:]
+    assert {line["level"] for line in lines} == {"WARNING"}
+    assert "Traceback" not in written and "exc_info" not in written
+    assert max(len(line) for line in written.splitlines()) < 600, written[-2000:]
