@@ -85,6 +85,7 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 DEFLATED_NAME = "Deflated Explicit VR Little Endian"
 _LOSSY_SYNTAX_METHOD = {
@@ -93,6 +94,28 @@ _LOSSY_SYNTAX_METHOD = {
     "1.2.840.10008.1.2.4.81": "ISO_14495_1",
     "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # may be lossless; flagged lossy to be safe
 }
+
+# The one pydicom plugin that decodes each compressed syntax. Left to itself pydicom tries its
+# plugins in turn and keeps the first answer, so a strict decoder's refusal is overruled by a lax
+# one: libjpeg decodes a truncated JPEG-LS scan without a word (the rows it lacks filled in) where
+# CharLS (pyjpegls) reports it. libjpeg stays for the JPEG processes (the decoder of the reference
+# reader; no installed decoder, Pillow's libjpeg-turbo included, reports a scan cut short before
+# an EOI marker, so the marker is checked instead: frame_is_complete), openjpeg for JPEG 2000
+# (it refuses a cut codestream), pydicom's own RLE decoder (it checks every segment's length).
+DECODING_PLUGINS: dict[str, str] = {
+    RLE_LOSSLESS: "pydicom",
+    "1.2.840.10008.1.2.4.50": "pylibjpeg",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg",
+    "1.2.840.10008.1.2.4.80": "pyjpegls",
+    "1.2.840.10008.1.2.4.81": "pyjpegls",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+}
+# JPEG's and JPEG-LS's EOI and JPEG 2000's EOC: the same two bytes, which none of the three lets
+# appear inside coded data (byte stuffing), so a frame ending with them was not cut.
+CODESTREAM_END = b"\xff\xd9"
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 DEIDENTIFICATION_METHOD = "cxrq allowlist v1: pixels and acquisition attributes only"
@@ -196,6 +219,8 @@ def _inflated(data: bytes, meta: FileMetaDataset, meta_end: int, *, max_inflated
         raise _invalid("Deflated data could not be inflated", exc) from exc
     if len(body) > max_inflated_bytes:
         raise errors.DicomInflatedTooLarge(details={"max_inflated_bytes": max_inflated_bytes})
+    if not inflater.eof:  # zlib hands back what a cut stream holds without complaint
+        raise _invalid("Deflated data is truncated")
     plain = FileMetaDataset()
     for element in meta:
         plain.add(element)
@@ -366,12 +391,23 @@ def _codestream_size(frame: bytes, ts: UID) -> tuple[int, int] | None:
     return None
 
 
+def frame_is_complete(frame: bytes) -> bool:
+    """Whether a JPEG, JPEG-LS or JPEG 2000 frame ends with its end marker, after the padding that
+    makes a fragment's length even (0x00 as PS3.5 A.4 asks, or 0xFF as some encoders write: pydicom's
+    own JPGExtended.dcm). libjpeg decodes a frame cut anywhere in its scan (the rows it lacks filled
+    in) and reports nothing; the missing marker is what gives the cut away."""
+    return frame.rstrip(b"\x00\xff").endswith(CODESTREAM_END)
+
+
 def _check_codestream(ds: Dataset, ts: UID) -> None:
-    """A compressed frame is decoded to the size its own header declares, not to Rows x Columns:
-    a 1 KiB frame can declare 60000 x 60000. Compare before the decoder allocates anything."""
-    if not ts.is_encapsulated or str(ts) == "1.2.840.10008.1.2.5":  # RLE decodes to Rows x Columns
+    """A compressed frame must be whole: it ends with its end marker (frame_is_complete). And it is
+    decoded to the size its own header declares, not to Rows x Columns: a 1 KiB frame can declare
+    60000 x 60000. Both are checked before the decoder allocates anything."""
+    if not ts.is_encapsulated or str(ts) == RLE_LOSSLESS:  # RLE decodes to Rows x Columns
         return
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    if not frame_is_complete(frame):
+        raise _invalid("compressed frame is truncated: it does not end with its end-of-image marker")
     size = _codestream_size(frame, ts)
     if size is None:
         raise _invalid("compressed pixel data has no readable frame header")
@@ -395,6 +431,7 @@ def _decode_pixels(ds: Dataset, data: bytes, offset: int, ts: UID) -> np.ndarray
                 element.VR = "OB"
                 element.is_undefined_length = True
                 _check_codestream(ds, ts)
+                ds.pixel_array_options(decoding_plugin=DECODING_PLUGINS[str(ts)])
             else:
                 element.VR = "OB" if int(ds.BitsAllocated) == 8 else "OW"
             arr = ds.pixel_array

@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from backend.jobs import dicom, errors
 
@@ -217,6 +217,10 @@ def inspect_image(data: bytes, *, max_pixels: int, min_side: int) -> InspectedIm
     image_format = sniff_format(data)
     if image_format not in ("PNG", "JPEG"):
         raise errors.UnsupportedMediaType(details={"accepted": list(ACCEPTED_FORMATS)})
+    # Pillow fills a truncated image in and says nothing when this is on; whatever a library set,
+    # an upload must decode completely. (A JPEG scan cut short and closed with an EOI marker is
+    # filled in by libjpeg-turbo either way: it warns, and Pillow drops the warning.)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             # Pillow warns between MAX_IMAGE_PIXELS and twice that: treat it as an error.

@@ -17,7 +17,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from worker.metrics import timed_decode
 
@@ -48,6 +48,26 @@ def _is_dicom(data: bytes) -> bool:
     return data[128:132] == b"DICM"
 
 
+def _check_frames(ds) -> None:
+    """The stored copy is native pixel data (intake writes it so), where pydicom refuses a short
+    Pixel Data itself. A compressed copy is read only as intake reads an upload: whole frames, the
+    strict decoder (libjpeg would fill a cut scan in and report nothing)."""
+    from pydicom.encaps import generate_frames
+
+    from backend.jobs.dicom import DECODING_PLUGINS, RLE_LOSSLESS, frame_is_complete
+
+    ts = ds.file_meta.TransferSyntaxUID
+    if not ts.is_encapsulated:
+        return
+    if str(ts) not in DECODING_PLUGINS:
+        raise DecodeError("decode_failed", "DICOM transfer syntax not supported")
+    if str(ts) != RLE_LOSSLESS:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        if not frame_is_complete(frame):
+            raise DecodeError("decode_failed", "DICOM frame is truncated (no end-of-image marker)")
+    ds.pixel_array_options(decoding_plugin=DECODING_PLUGINS[str(ts)])
+
+
 def apply_voi_lut_setting() -> bool:
     from django.conf import settings
 
@@ -71,6 +91,7 @@ def decode_dicom(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.
             if int(ds.get("NumberOfFrames", 1) or 1) != 1:
                 raise DecodeError("dicom_multiframe", "multi-frame DICOM is not supported")
             maxval = 2 ** int(ds.BitsStored) - 1
+            _check_frames(ds)
             arr = ds.pixel_array
             if apply_voi_lut:
                 arr = _apply_voi_lut(arr, ds, index=0)
@@ -92,6 +113,8 @@ def decode_dicom(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.
 def decode(data: bytes, *, apply_voi_lut: bool | None = None) -> tuple[np.ndarray, int]:
     if _is_dicom(data):
         return decode_dicom(data, apply_voi_lut=apply_voi_lut)
+    # A truncated image must fail to load, whatever a library set: Pillow otherwise fills it in.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as img:
             img.load()
