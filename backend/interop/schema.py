@@ -4,7 +4,7 @@ errors in the one JSON shape (the jobs API's helpers, backend/jobs/schema.py).""
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from backend.jobs.schema import AUTH_ERRORS, EDGE_ERRORS
 from backend.jobs.schema import _error as error
@@ -23,8 +23,23 @@ _REPORT_ERRORS = {
     ),
     410: error("The job was deleted (by its client or by retention): its result is gone.", "job_deleted"),
     **AUTH_ERRORS,
+    429: error(
+        "Past this client's rate, or this client already has CXRQ_REPORT_CLIENT_CONCURRENCY report "
+        "requests in progress; `Retry-After` says when to come back.",
+        "rate_limited",
+        "too_many_report_requests",
+    ),
     **EDGE_ERRORS,
+    304: OpenApiResponse(description="Unchanged since the ETag sent in If-None-Match (or `*`)."),
 }
+_CONDITIONAL = [
+    OpenApiParameter(
+        "If-None-Match",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="An ETag from an earlier answer (weak `W/` tags match too), or `*`.",
+    )
+]
 
 SR = {
     "operation_id": "jobs_sr_retrieve",
@@ -36,6 +51,7 @@ SR = {
     "in a study of its own with no patient identity. Building it again gives the same series and "
     "instance UIDs. docs/interoperability.md describes the content.",
     "request": None,
+    "parameters": _CONDITIONAL,
     "responses": {
         (200, DICOM_MEDIA_TYPE): OpenApiResponse(OpenApiTypes.BINARY, description="The SR (Part 10)."),
         **_REPORT_ERRORS,
@@ -142,6 +158,7 @@ FHIR = {
     "(identifier `urn:oid:`), its patient by Patient ID and its order by Accession Number. "
     "docs/interoperability.md describes the content.",
     "request": None,
+    "parameters": _CONDITIONAL,
     "responses": {
         (200, FHIR_MEDIA_TYPE): OpenApiResponse(
             _FHIR_REPORT,

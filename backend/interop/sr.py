@@ -74,6 +74,15 @@ def _presence(finding: findings.Finding) -> pydicom.sr.coding.Code:
     return codes.DCM.Present if finding.positive else codes.DCM.Absent
 
 
+def _checked_name(name: str) -> str:
+    """The name as highdicom's check_person_name accepts it without a warning. A name with one
+    component (no `^`) is valid DICOM, but the check warns, quoting it, and a warning can reach a
+    log (PHI). A trailing `^` means the same name (PS3.5 6.2.1.1); the builders give highdicom this
+    form and put the sender's own value back once it is built. Chosen over catching the warning:
+    warnings.catch_warnings changes process-wide state and is not safe on the request threads."""
+    return name if not name or "^" in name else name + "^"
+
+
 def _evidence(place: Placement) -> pydicom.Dataset:
     """What highdicom copies the patient and study from (and lists as evidence when referenced)."""
     ds = pydicom.Dataset()
@@ -83,7 +92,7 @@ def _evidence(place: Placement) -> pydicom.Dataset:
         ds.SpecificCharacterSet = "ISO_IR 192"
     ds.StudyInstanceUID = place.study_instance_uid
     ds.PatientID = place.patient_id
-    ds.PatientName = place.patient_name
+    ds.PatientName = _checked_name(place.patient_name)  # the sender's value is put back after
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.AccessionNumber = place.accession_number
@@ -186,6 +195,7 @@ def build_sr(*, job: Job, return_path: ReturnPathInfo | None) -> pydicom.Dataset
         scheme.CodingSchemeName = "cxrq chest X-ray findings (torchxrayvision labels)"
         scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
         sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
+    sr.PatientName = place.patient_name
     date, time = _dicom_datetime(report)
     sr.ContentDate, sr.ContentTime = date, time
     sr.SeriesDate, sr.SeriesTime = date, time
@@ -281,12 +291,13 @@ def build_secondary_capture(*, job: Job, return_path: ReturnPathInfo | None) -> 
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_id=place.patient_id,
-        patient_name=place.patient_name,
+        patient_name=_checked_name(place.patient_name),
         accession_number=place.accession_number,
         patient_orientation=("L", "F"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=series_description(report, SC_SERIES_DESCRIPTION),
     )
+    sc.PatientName = place.patient_name
     # The findings are text in the pixels; no patient identity is drawn.
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = ""  # Type 2C: a chest is not a paired body part; dciodvfy wants it present

@@ -228,9 +228,16 @@ def attempt(delivery_id: str) -> str | None:
 
 
 def _datasets(job: Job, return_path, *, secondary_capture: bool) -> list:
-    from backend.interop.sr import build_secondary_capture, build_sr
+    import io
 
-    datasets = [build_sr(job=job, return_path=return_path)]
+    import pydicom
+
+    from backend.interop.models import ReportKind
+    from backend.interop.sr import build_secondary_capture
+    from backend.interop.store import report_get
+
+    # The SR the API serves for this job, built once by whichever asks first (interop/store.py).
+    datasets = [pydicom.dcmread(io.BytesIO(report_get(job=job, kind=ReportKind.SR).body))]
     if secondary_capture:
         datasets.append(build_secondary_capture(job=job, return_path=return_path))
     return datasets

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "backend.dicomnet",
     # Results sent back to the PACS (DICOM destinations, C-STORE deliveries by the dispatcher).
     "backend.pacs",
+    # A job's SR and FHIR report, built once and kept sealed (backend/interop/models.py).
+    "backend.interop",
 ]
 
 MIDDLEWARE = [
@@ -329,6 +331,9 @@ EDGE_HTTP = env.str("CXRQ_EDGE_HTTP", default="httptools")
 WEB_BACKLOG = env.int("CXRQ_WEB_BACKLOG", default=2048)
 # Threads per web process that run Django (each keeps its database connection): backend/asgi.py.
 WEB_THREADS = env.int("CXRQ_WEB_THREADS", default=4)
+# Report requests (sr.dcm, fhir) one client may have in flight per web process; past it 429 with
+# Retry-After, so one client cannot take every thread (backend/interop/limits.py). 0: no limit.
+REPORT_CLIENT_CONCURRENCY = env.int("CXRQ_REPORT_CLIENT_CONCURRENCY", default=2)
 # Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy); none by default.
 TRUSTED_PROXIES = env.list("CXRQ_TRUSTED_PROXIES", default=[])
 # The base of every absolute URL the API hands out (url, Location, pagination), e.g.

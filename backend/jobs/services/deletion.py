@@ -31,6 +31,7 @@ from django.utils import timezone
 from backend.audit.services import Actor, audit_write
 from backend.clients.models import Client
 from backend.dicomnet.returnpath import return_paths_forget
+from backend.interop.store import reports_forget
 from backend.jobs import errors, selectors
 from backend.jobs.events import announce_ended
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Transition
@@ -174,6 +175,7 @@ def _delete_images(jobs: QuerySet[Job], *, now: datetime) -> list[uuid.UUID]:
             return []
         Job.objects.filter(id__in=ids).update(image_deleted_at=now, upload="")
         return_paths_forget(ids, reason="image_deleted")  # its PHI goes with the image it came with
+        reports_forget(ids, reason="image_deleted")  # the SR/FHIR built while it was there
         files = [name for _, name in rows if name]
         transaction.on_commit(lambda: _delete_files(files))
     return ids
