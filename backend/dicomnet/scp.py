@@ -1,10 +1,17 @@
 """The DICOM receiver: a C-STORE / C-ECHO SCP (pynetdicom) in its own process (`manage.py run_dicom`).
 
+Connection: admitted at accept by the gate (backend/dicomnet/gate.py): within
+CXRQ_DICOM_MAX_PENDING_PER_ADDRESS and CXRQ_DICOM_MAX_PENDING connections not yet identified, and,
+where every enabled sender is tied to a host or network, only from one of those; else closed
+before a byte is read. Its whole A-ASSOCIATE-RQ must arrive within
+CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS of accept (not reset by each byte), else it is dropped.
+
 Association: the calling AE title (and, where configured, the peer's address) must be an enabled
 DicomSender, else A-ASSOCIATE-RJ (rejected-permanent, service-user, calling AE title not
 recognised); the called AE title must be ours (called AE title not recognised); past
-CXRQ_DICOM_MAX_ASSOCIATIONS at once, rejected-transient, local limit exceeded. ACSE, DIMSE and
-network timeouts drop a peer that opens a connection and sends nothing. A dataset still arriving
+CXRQ_DICOM_MAX_ASSOCIATIONS associations with senders at once, rejected-transient, local limit
+exceeded (connections not yet identified are counted apart, so they cannot fill it). DIMSE and
+network timeouts drop an association that stops sending. A dataset still arriving
 past CXRQ_UPLOAD_MAX_BYTES (and its PDU headers) has its connection closed (A-P-ABORT) before it
 is held in memory, as an HTTP upload that large is cut off.
 
@@ -18,7 +25,9 @@ Every association runs in its own thread with its own database connection, close
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import uuid
 
@@ -28,11 +37,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import AssociationServer, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from backend.core.exceptions import ApplicationError
 from backend.core.logging import request_id_var
-from backend.dicomnet import services
+from backend.dicomnet import selectors, services
+from backend.dicomnet.gate import ADDRESS_NOT_A_SENDER, Gate, Ticket, may_be_sender
 from backend.jobs import dicom as intake_dicom
 
 logger = logging.getLogger(__name__)
@@ -78,8 +88,13 @@ STORAGE_SOP_CLASSES = tuple(intake_dicom.IMAGE_SOP_CLASSES)
 TRANSFER_SYNTAXES = (*intake_dicom.TRANSFER_SYNTAXES, intake_dicom.DEFLATED)
 
 REJECT_PERMANENT, REJECT_TRANSIENT = 0x01, 0x02
-SOURCE_SERVICE_USER = 0x01
+SOURCE_SERVICE_USER, SOURCE_SERVICE_PROVIDER_PRESENTATION = 0x01, 0x03
 REASON_CALLING_AE_NOT_RECOGNISED = 0x03
+REASON_LOCAL_LIMIT_EXCEEDED = 0x02
+# pynetdicom counts every connection's thread against its own association limit, identified or
+# not: that count is what let idle peers shut the receiver. The gate counts instead, so
+# pynetdicom's limit is set out of reach.
+_PYNETDICOM_ASSOCIATIONS_UNBOUNDED = 2**31 - 1
 
 
 P_DATA_TF = b"\x04"
@@ -102,53 +117,128 @@ def _close_db() -> None:
 
 
 class _SenderACSE(ACSE):
-    """pynetdicom's acceptor negotiation, after a look-up of the calling AE title among the senders."""
+    """pynetdicom's acceptor negotiation, after a look-up of the calling AE title among the senders
+    and, for a sender, a place among the associations the gate allows."""
 
     def _negotiate_as_acceptor(self) -> None:
         request = self.requestor.primitive
         calling = str(request.calling_ae_title or "").strip()
         address = str(self.assoc.requestor.address or "")
-        active = [a for a in self.assoc.ae.active_associations if a.is_acceptor]
-        if len(active) > self.assoc.ae.maximum_associations:
-            logger.warning(
-                "event=dicom_association_rejected calling_ae=%s peer=%s reason=too_many_associations active=%d",
-                calling,
-                address,
-                len(active) - 1,
-            )
-            return super()._negotiate_as_acceptor()  # rejects: transient, local limit exceeded
+        gate: Gate = self.assoc.cxrq_gate
+        ticket: Ticket = self.assoc.cxrq_ticket
+        gate.request_received(ticket)
         try:
             sender, why = services.sender_for(ae_title=calling, address=address)
         finally:
             _close_db()
+        self.requestor.ae_title = request.calling_ae_title
         if sender is None:
             logger.warning(
                 "event=dicom_association_rejected calling_ae=%s peer=%s reason=%s", calling, address, why
             )
-            self.requestor.ae_title = request.calling_ae_title
-            self.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE_NOT_RECOGNISED)
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
+            self._reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE_NOT_RECOGNISED)
+            return None
+        if not gate.associate(ticket):
+            logger.warning(
+                "event=dicom_association_rejected calling_ae=%s peer=%s reason=too_many_associations active=%d",
+                calling,
+                address,
+                gate.associations,
+            )
+            self._reject(REJECT_TRANSIENT, SOURCE_SERVICE_PROVIDER_PRESENTATION, REASON_LOCAL_LIMIT_EXCEEDED)
             return None
         self.assoc.cxrq_sender = sender
         return super()._negotiate_as_acceptor()
 
+    def _reject(self, result: int, source: int, reason: int) -> None:
+        self.send_reject(result, source, reason)
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
+
+
+def _shut(sock: socket.socket) -> None:
+    """End a connection from another thread: a read blocked on it returns at once."""
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _GatedServer(ThreadedAssociationServer):
+    """Asks the gate at accept, before a thread is started or a byte is read."""
+
+    gate: Gate
+    # socketserver's listen backlog is 5: a burst of connections would leave a sender's SYN to be
+    # retried a second later. The gate, not the backlog, decides who is served.
+    request_queue_size = 128
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._tickets: dict[socket.socket, Ticket] = {}
+        super().__init__(*args, **kwargs)
+
+    def verify_request(self, request, client_address) -> bool:
+        ticket, _ = self.gate.admit(str(client_address[0]), on_expire=lambda: _shut(request))
+        if ticket is None:
+            return False  # socketserver closes it
+        self._tickets[request] = ticket
+        return True
+
+    def take_ticket(self, request) -> Ticket:
+        return self._tickets.pop(request)
+
+    def shutdown_request(self, request) -> None:
+        # Also where socketserver ends a connection whose thread could not be started.
+        ticket = self._tickets.pop(request, None)
+        if ticket is not None:
+            self.gate.release(ticket)
+        super().shutdown_request(request)
+
 
 class _RequestHandler(RequestHandler):
+    server: _GatedServer
+
+    def handle(self) -> None:
+        self.cxrq_ticket = self.server.take_ticket(self.request)
+        address = str(self.client_address[0])
+        if not _may_be_sender(address):
+            self.server.gate.release(self.cxrq_ticket)
+            self.server.gate.log_refusal(address, ADDRESS_NOT_A_SENDER)
+            self.server.shutdown_request(self.request)
+            return
+        try:
+            super().handle()
+        except BaseException:
+            self.server.gate.release(self.cxrq_ticket)
+            raise
+
     def _create_association(self):
         assoc = super()._create_association()
         assoc.acse = _SenderACSE(assoc)
         assoc.cxrq_sender = None
+        gate, ticket = self.server.gate, self.cxrq_ticket
+        assoc.cxrq_gate, assoc.cxrq_ticket = gate, ticket
+        # The wait for the request ends with the gate's deadline, so a dropped peer's thread ends too.
+        if assoc.acse_timeout is None or assoc.acse_timeout > gate.associate_deadline_seconds:
+            assoc.acse_timeout = gate.associate_deadline_seconds
         run = assoc.run
 
         def run_then_close() -> None:
             try:
                 run()
             finally:
+                gate.release(ticket)
                 _close_db()
 
         assoc.run = run_then_close
         return assoc
+
+
+def _may_be_sender(address: str) -> bool:
+    try:
+        return may_be_sender(address, selectors.enabled_sender_hosts())
+    except Exception as exc:  # noqa: BLE001 - the association's own look-up still decides
+        logger.error("event=dicom_sender_hosts_failed peer=%s error=%s", address, type(exc).__name__)
+        return True
+    finally:
+        _close_db()
 
 
 def handle_echo(event) -> int:  # noqa: ARG001 - pynetdicom's handler signature
@@ -245,25 +335,41 @@ HANDLERS = [
 def serve(*, address: str, port: int, stop: threading.Event) -> None:
     """Listen until `stop` is set; then refuse new associations and end the ones in hand."""
     ae = application_entity()
-    server: AssociationServer = ae.make_server(
+    ae.maximum_associations = _PYNETDICOM_ASSOCIATIONS_UNBOUNDED
+    gate = Gate(
+        max_associations=settings.DICOM_MAX_ASSOCIATIONS,
+        max_pending=settings.DICOM_MAX_PENDING,
+        max_pending_per_address=settings.DICOM_MAX_PENDING_PER_ADDRESS,
+        associate_deadline_seconds=settings.DICOM_ASSOCIATE_DEADLINE_SECONDS,
+    )
+    server: _GatedServer = ae.make_server(
         (address, port),
         evt_handlers=HANDLERS,
-        server_class=ThreadedAssociationServer,
+        server_class=_GatedServer,
         request_handler=_RequestHandler,
     )
+    server.gate = gate
     ae._servers.append(server)  # so ae.shutdown() stops it as it does its own
+    deadlines = threading.Thread(target=gate.run, name="dicom-deadlines", daemon=True)
+    deadlines.start()
     thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
     thread.start()
     logger.info(
-        "event=dicom_listening ae_title=%s address=%s port=%d max_associations=%d",
+        "event=dicom_listening ae_title=%s address=%s port=%d max_associations=%d max_pending=%d "
+        "max_pending_per_address=%d associate_deadline_seconds=%g",
         settings.DICOM_AE_TITLE,
         address,
         server.server_address[1],
-        ae.maximum_associations,
+        gate.max_associations,
+        gate.max_pending,
+        gate.max_pending_per_address,
+        gate.associate_deadline_seconds,
     )
     try:
         stop.wait()
     finally:
         ae.shutdown()
+        gate.close()
         thread.join(timeout=10)
+        deadlines.join(timeout=10)
         logger.info("event=dicom_stopped")

@@ -565,8 +565,20 @@ DICOM_BIND_ADDRESS = env.str("CXRQ_DICOM_BIND_ADDRESS", default="0.0.0.0")
 # A sender must call us by DICOM_AE_TITLE (else rejected, called AE title not recognised). `make run`
 # turns it off for its receiver, so dcmtk's default called title (ANY-SCP) works as it is.
 DICOM_REQUIRE_CALLED_AE_TITLE = env.bool("CXRQ_DICOM_REQUIRE_CALLED_AE_TITLE", default=True)
-# Associations served at once; one more is refused (A-ASSOCIATE-RJ, local limit exceeded).
+# Associations with senders served at once; one more is refused (A-ASSOCIATE-RJ, local limit
+# exceeded). Connections that have not yet named a sender are counted apart (the next three).
 DICOM_MAX_ASSOCIATIONS = env.int("CXRQ_DICOM_MAX_ASSOCIATIONS", default=8)
+# Connections accepted but not yet identified as a sender, in all and from one peer address; past
+# either a new connection is closed at accept, before a byte is read (backend/dicomnet/gate.py).
+DICOM_MAX_PENDING = env.int("CXRQ_DICOM_MAX_PENDING", default=128)
+DICOM_MAX_PENDING_PER_ADDRESS = env.int("CXRQ_DICOM_MAX_PENDING_PER_ADDRESS", default=8)
+if not 1 <= DICOM_MAX_PENDING_PER_ADDRESS <= DICOM_MAX_PENDING:
+    raise ImproperlyConfigured("CXRQ_DICOM_MAX_PENDING_PER_ADDRESS must be from 1 to CXRQ_DICOM_MAX_PENDING")
+# Seconds from accept within which the whole A-ASSOCIATE-RQ must have arrived, not reset by each
+# byte (a peer trickling its request is dropped, as the HTTP edge drops a trickled request head).
+DICOM_ASSOCIATE_DEADLINE_SECONDS = env.float("CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS", default=10.0)
+if not DICOM_ASSOCIATE_DEADLINE_SECONDS > 0:
+    raise ImproperlyConfigured("CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS must be more than 0")
 # The largest P-DATA PDU it accepts (bytes; 0 would mean unlimited, refused here).
 DICOM_MAX_PDU_BYTES = env.int("CXRQ_DICOM_MAX_PDU_BYTES", default=65536)
 if not 4096 <= DICOM_MAX_PDU_BYTES <= 16 * 1024 * 1024:
