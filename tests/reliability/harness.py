@@ -322,6 +322,17 @@ class TcpRelay:
         self.cut()
 
 
+def embedded_default(workdir: Path) -> dict[str, str]:
+    """`make run`'s embedded default in `workdir`: SQLite and the filesystem broker, with its var/
+    folder (broker, runstack's state file) there too. Pass as Stack(**embedded_default(dir))."""
+    return {
+        "database_url": f"sqlite:///{workdir / 'cxrq.sqlite3'}",
+        "broker_url": "filesystem://",
+        "CXRQ_VAR_DIR": str(workdir / "var"),
+        "CXRQ_BROKER_DIR": str(workdir / "var" / "broker"),
+    }
+
+
 # The client every stack's requests come from (a submit and an operator key).
 STACK_CLIENT = "reliability"
 # For tests of lease expiry: a lost worker's jobs come back after this.
