@@ -8,6 +8,13 @@ connection, for a client that connects and says nothing), and within
 CXRQ_EDGE_MAX_HEAD_BYTES; past either the client gets 408 / 431 in the error
 shape and the connection closes. Bodies are bounded in backend/edge/asgi.py.
 
+A request the parser refuses (a malformed Content-Length, two of them, Content-Length with
+Transfer-Encoding, bare LF line ends, a NUL in the target, a method the parser does not know,
+the HTTP/2 preface) gets 400 `bad_request` in the error shape too, and the connection closes:
+uvicorn's own answer is text/plain. The parser does not say which rule the request broke, and
+the answer does not guess; nothing after the bad bytes is read (request smuggling needs the
+server to go on reading the connection).
+
 Two parsers, one rule: httptools (llhttp, C; the default: the faster) and h11
 (pure Python; CXRQ_EDGE_HTTP=h11).
 """
@@ -24,7 +31,7 @@ from backend.edge.asgi import error_response_parts
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class HeadBoundsMixin:
@@ -61,13 +68,30 @@ class HeadBoundsMixin:
         else:
             code, message = "request_head_too_large", "The request line and headers are too large."
             details = {"max_bytes": self.max_head_bytes}
+        self._refuse(status, code, message, details)
+        logger.info("event=request_refused status=%d code=%s at=head", status, code)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused (`msg` is uvicorn's own words)."""
+        self._head_end()
+        if self.transport.is_closing():
+            return
+        self._refuse(
+            400,
+            "bad_request",
+            "The request is not valid HTTP/1.1 (its request line, headers or framing); "
+            "the connection is closed.",
+            {},
+        )
+        logger.info("event=request_refused status=400 code=bad_request at=parse")
+
+    def _refuse(self, status: int, code: str, message: str, details: dict) -> None:
         headers, body = error_response_parts(code, message, details)
         head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
         head += b"".join(k + b": " + v + b"\r\n" for k, v in headers)
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
         self._in_head = False
-        logger.info("event=request_refused status=%d code=%s at=head", status, code)
 
 
 class DeadlineHttpToolsProtocol(HeadBoundsMixin, HttpToolsProtocol):

@@ -84,7 +84,7 @@ def _serve(tmp_path: Path, extra: dict[str, str]) -> Iterator[Server]:
         try:
             requests.get(f"{srv.url}/api/v1/health", timeout=2)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a first answer can be slow on a busy machine
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
     yield srv
@@ -364,3 +364,60 @@ def test_a_bad_host_is_one_short_warning_line_in_the_servers_log(production_serv
     assert {line["level"] for line in lines} == {"WARNING"}
     assert "Traceback" not in written and "exc_info" not in written
     assert max(len(line) for line in written.splitlines()) < 600, written[-2000:]
+
+
+MALFORMED = {
+    "negative content-length": b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n",
+    "non-numeric content-length": b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
+    "signed content-length": b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: +3\r\n\r\nabc",
+    "two different lengths": (
+        b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde"
+    ),
+    "content-length with transfer-encoding": (
+        b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "bare LF": b"GET /api/v1/health HTTP/1.1\nHost: 127.0.0.1\n\n",
+    "NUL in the path": b"GET /api/v1/he\x00alth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "unknown method": b"FROB /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+def test_malformed_requests_are_400_in_the_error_shape_and_closed(server):
+    """uvicorn answered each of these with text/plain "Invalid HTTP request received."."""
+    for case, request in MALFORMED.items():
+        s = _connect(server)
+        s.sendall(request)
+        answer = _read_all(s, 5)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 400 Bad Request", (case, answer[:300])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+        assert headers[b"content-type"] == b"application/json", (case, answer[:300])
+        assert headers[b"connection"] == b"close", case
+        assert int(headers[b"content-length"]) == len(body), case
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and error["message"] and error["details"] == {}, case
+
+
+@pytest.fixture
+def h11_server(tmp_path) -> Iterator[Server]:
+    yield from _serve(tmp_path, {"CXRQ_EDGE_HTTP": "h11"})
+
+
+def test_with_h11_no_answer_is_uvicorns_plain_text(h11_server):
+    """h11 (CXRQ_EDGE_HTTP=h11) refuses the framing errors as httptools does, and is more lenient
+    with the rest (bare LF; a method or target it does not know goes to Django: 405 / 404)."""
+    refused = {"negative content-length", "non-numeric content-length", "signed content-length"}
+    refused |= {"two different lengths", "NUL in the path"}
+    for case, request in MALFORMED.items():
+        s = _connect(h11_server)
+        s.sendall(request)
+        answer = _read_all(s, 5)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"content-type: application/json" in head.lower(), (case, answer[:300])
+        assert b"Invalid HTTP request" not in body, case
+        if case in refused:
+            assert head.startswith(b"HTTP/1.1 400 Bad Request"), (case, answer[:300])
+            assert json.loads(body)["error"]["code"] == "bad_request", case
