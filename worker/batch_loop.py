@@ -31,7 +31,7 @@ import uuid
 
 import redis.exceptions
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from backend.core.logging import log_context
@@ -79,7 +79,8 @@ def retrying(step: str, call):
             logger.warning(
                 "event=infrastructure_retry step=%s error=%s retry_in_s=%.1f", step, type(exc).__name__, delay
             )
-            close_old_connections()  # a connection the error left unusable is replaced
+            if not connection.in_atomic_block:  # (a test's transaction holds it)
+                close_old_connections()  # a connection the error left unusable is replaced
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
