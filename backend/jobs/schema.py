@@ -215,6 +215,7 @@ UPLOAD = {
             "The upload is not one valid image.",
             "missing_image",
             "multiple_images",
+            "ambiguous_upload",
             "empty_file",
             "invalid_image",
             "image_too_small",
@@ -259,7 +260,7 @@ LIST = {
     "summary": "The caller's jobs, newest first",
     "parameters": [
         OpenApiParameter("status", OpenApiTypes.STR, enum=JOB_STATUSES, description="Only these."),
-        OpenApiParameter("page", OpenApiTypes.INT),
+        OpenApiParameter("page", OpenApiTypes.INT, description="From 1; `last` for the last page."),
         OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 500; 50 by default."),
     ],
     "responses": {
@@ -281,8 +282,12 @@ LIST = {
                 )
             ],
         ),
-        400: _error("Unknown filter.", "invalid_filter"),
-        404: _error("No such page (past the last, or not a page number).", "not_found"),
+        400: _error(
+            "Unknown filter, or a page or page_size that is not a whole number from 1.",
+            "invalid_filter",
+            "invalid_page",
+        ),
+        404: _error("No such page (past the last).", "not_found"),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },
@@ -523,7 +528,9 @@ BATCH_CREATE = {
     "description": "Multipart with the field `images` once per image (up to CXRQ_BATCH_MAX_IMAGES, 64). "
     "Each image is an upload of its own: validated, deduplicated and queued as `POST /jobs` would, or "
     "refused with its own error in its item; valid images become jobs whatever happens to the others. "
-    "Each image counts against the upload rate. Sending the same batch again makes no second job for "
+    "Each image counts against the upload rate, all or nothing: a batch that does not fit now is 429 "
+    "with `Retry-After` (nothing charged), one with more images than the rate allows in a whole period "
+    "is 400 `too_many_images`. Sending the same batch again makes no second job for "
     "any image (each dedups on its bytes).",
     "request": {
         "multipart/form-data": {
