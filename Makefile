@@ -99,3 +99,9 @@ edge-probe: install
 .PHONY: waiter-probe
 waiter-probe: install
 	$(PY) -m tools.waiter_probe --json var/waiter-probe.json
+
+# One client floods GET sr.dcm (16 at once, 30 s): health's, another client's and the SR's latency (tools/sr_flood.py).
+SR_FLOOD_ARGS ?= --json var/sr-flood.json
+.PHONY: sr-flood
+sr-flood: install
+	$(PY) -m tools.sr_flood $(SR_FLOOD_ARGS)
