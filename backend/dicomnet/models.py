@@ -97,3 +97,79 @@ class ReturnPath(models.Model):
 
     def __str__(self) -> str:
         return f"return path of {self.job_id}"
+
+
+class UnscoredReason(models.TextChoices):
+    """Why a received instance was accepted (C-STORE success) but not scored."""
+
+    NOT_CHEST_XRAY = "not_chest_xray", "not a chest X-ray"
+    NOT_AN_IMAGE = "not_an_image", "not an image"
+    UNSUPPORTED_IMAGE = "unsupported_image", "an image cxrq cannot score"
+    OWN_OUTPUT = "own_output", "cxrq's own output"
+    DUPLICATE = "duplicate", "already received"
+
+
+class UnscoredInstance(models.Model):
+    """An instance a sender stored that became no job, and why: what a client sees of the rest of
+    a study the PACS sent.
+
+    No PHI: nothing of the patient, and the instance's and study's UIDs only as keyed hashes
+    (HMAC-SHA256 under a key derived from CXRQ_PHI_KEY, per client: backend/dicomnet/unscored.py),
+    which group one study's instances and recognise an instance sent again without saying which
+    study it is. One row per client and instance: a second send updates it.
+    """
+
+    client = models.ForeignKey("clients.Client", on_delete=models.CASCADE, related_name="unscored_instances")
+    sender = models.ForeignKey(
+        DicomSender, null=True, blank=True, on_delete=models.SET_NULL, related_name="unscored_instances"
+    )
+    calling_ae_title = models.CharField(max_length=16)
+    instance_key = models.CharField(max_length=64, help_text="Keyed hash of the SOP Instance UID.")
+    study_key = models.CharField(max_length=64, blank=True, help_text="Keyed hash of the Study Instance UID.")
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    sop_class = models.CharField(max_length=80, blank=True, help_text="The SOP class's name, where known.")
+    reason = models.CharField(max_length=24, choices=UnscoredReason.choices)
+    attribute = models.CharField(max_length=40, blank=True, help_text="The attribute that decided.")
+    value = models.CharField(max_length=64, blank=True, help_text="Its value, as a defined term or 'other'.")
+    detail = models.CharField(max_length=40, blank=True, help_text="A stable code for the rule that applied.")
+    job = models.ForeignKey(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="For a duplicate: the job that already scored it.",
+    )
+    received_at = models.DateTimeField()
+    last_received_at = models.DateTimeField()
+    times_received = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-last_received_at", "-id"]
+        verbose_name = "unscored DICOM instance"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "instance_key"], name="unscored_instance_once_per_client"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["client", "-last_received_at"], name="unscored_client_recent"),
+            models.Index(fields=["last_received_at"], name="unscored_retention"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reason} from {self.calling_ae_title}"
+
+
+class UnscoredTally(models.Model):
+    """How many instances were not scored, by reason, since the database was made: the source of
+    /metrics' counter, which must not go down when retention deletes UnscoredInstance rows."""
+
+    reason = models.CharField(max_length=24, choices=UnscoredReason.choices, primary_key=True)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "unscored instance tally"
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.count}"

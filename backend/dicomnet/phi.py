@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -100,3 +101,17 @@ def open_sealed(sealed: bytes, *, context: str) -> dict[str, str]:
 
 def key_id_of(sealed: bytes) -> str:
     return bytes(sealed)[1 : 1 + KEY_ID_BYTES].hex()
+
+
+@lru_cache(maxsize=4)
+def _identifier_key(configured: tuple[str, ...], secret_key: str) -> bytes:  # noqa: ARG001 - cache key
+    raw = parse_key(configured[0]) if configured else _development_key()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cxrq identifier hash v1").derive(raw)
+
+
+def identifier_hash(*parts: str) -> str:
+    """HMAC-SHA256 of the parts under a key derived from the sealing key: the same identifier gives
+    the same hash (so it can be matched and grouped) without being readable or guessable from the
+    hash. A new first key (rotation) gives new hashes."""
+    key = _identifier_key(tuple(settings.PHI_KEYS), settings.SECRET_KEY)
+    return hmac.new(key, chr(31).join(parts).encode(), hashlib.sha256).hexdigest()

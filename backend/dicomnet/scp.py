@@ -15,9 +15,14 @@ network timeouts drop an association that stops sending. A dataset still arrivin
 past CXRQ_UPLOAD_MAX_BYTES (and its PDU headers) has its connection closed (A-P-ABORT) before it
 is held in memory, as an HTTP upload that large is cut off.
 
-C-STORE: the encoded dataset is written back to a Part 10 file (preamble and file meta, no
-re-encoding) and goes through the HTTP upload's intake (services.instance_receive); a refusal is a
-DIMSE failure status with the intake's code as Error Comment, logged as event=dicom_refused. No
+C-STORE: every storage SOP class pynetdicom knows is accepted, since a PACS sends whole studies
+(the image classes intake reads in the transfer syntaxes it decodes, the others in any syntax but
+a deflated dataset). The encoded dataset is written back to a Part 10 file (preamble and file meta,
+no re-encoding) and sorted by services.instance_receive: an eligible image becomes a job through
+the HTTP upload's intake (event=dicom_stored); an instance not scored (not a chest X-ray, not an
+image, cxrq's own output, a duplicate) is answered with success and recorded with its reason
+(event=dicom_unscored). A corrupt or truncated instance, or one refused for a limit or a full
+queue, is a DIMSE failure status with the code as Error Comment, logged as event=dicom_refused. No
 exception ends the process: an unexpected one is 0x0110 (processing failure), logged with its type.
 
 Every association runs in its own thread with its own database connection, closed when it ends.
@@ -34,7 +39,7 @@ import uuid
 from django.conf import settings
 from django.db import connections
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -43,6 +48,7 @@ from backend.core.exceptions import ApplicationError
 from backend.core.logging import request_id_var
 from backend.dicomnet import selectors, services
 from backend.dicomnet.gate import ADDRESS_NOT_A_SENDER, Gate, Ticket, may_be_sender
+from backend.dicomnet.instances import DEFLATED_DATASET_SYNTAXES
 from backend.jobs import dicom as intake_dicom
 
 logger = logging.getLogger(__name__)
@@ -55,37 +61,42 @@ PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-NOT_CHEST_XRAY = 0xC001
 UNSUPPORTED_ENCODING = 0xC002
 OVER_LIMITS = 0xC003
 UNSUPPORTED_PIXELS = 0xC004
 
-# Intake's refusal codes -> C-STORE failure statuses (PS3.4 Table B.2-1): out of resources for a
-# full queue (the sender retries later), "does not match SOP class" for an object that is not the
-# image it claims to be, and the "cannot understand" range, by kind, for everything else.
+# Refusal codes -> C-STORE failure statuses (PS3.4 Table B.2-1): out of resources for a full
+# queue (the sender retries later), "does not match SOP class" for a dataset that is not what its
+# request says, and the "cannot understand" range, by kind, for everything else. What is not
+# scored but well formed (not a chest X-ray, not an image, multi-frame, colour, ...) is no refusal:
+# it is answered with success and recorded (services.instance_receive).
 STATUS_FOR_CODE: dict[str, int] = {
     "queue_full": OUT_OF_RESOURCES,
     "client_queue_full": OUT_OF_RESOURCES,
     "dicom_dataset_mismatch": DATASET_MISMATCH,
-    "dicom_unsupported_object": DATASET_MISMATCH,
-    "not_chest_xray": NOT_CHEST_XRAY,
+    "dicom_unreadable": CANNOT_UNDERSTAND,
+    "invalid_image": CANNOT_UNDERSTAND,
     "dicom_unsupported_transfer_syntax": UNSUPPORTED_ENCODING,
     "file_too_large": OVER_LIMITS,
-    "image_too_many_pixels": OVER_LIMITS,
-    "image_too_small": OVER_LIMITS,
     "dicom_header_too_large": OVER_LIMITS,
     "dicom_inflated_too_large": OVER_LIMITS,
     "dicom_no_pixel_data": UNSUPPORTED_PIXELS,
-    "dicom_multiframe": UNSUPPORTED_PIXELS,
-    "dicom_color": UNSUPPORTED_PIXELS,
-    "dicom_unsupported_pixels": UNSUPPORTED_PIXELS,
-    "dicom_burned_in_annotation": UNSUPPORTED_PIXELS,
 }
 
-# Which storage SOP classes and transfer syntaxes are offered: what intake reads (Deflated too:
-# the dataset is kept encoded and intake inflates it with a bound).
-STORAGE_SOP_CLASSES = tuple(intake_dicom.IMAGE_SOP_CLASSES)
+# The image classes intake scores, in the transfer syntaxes it decodes (Deflated too: the dataset
+# is kept encoded and intake inflates it with a bound); a sender transcodes to one of them.
+SCORED_SOP_CLASSES = tuple(intake_dicom.IMAGE_SOP_CLASSES)
 TRANSFER_SYNTAXES = (*intake_dicom.TRANSFER_SYNTAXES, intake_dicom.DEFLATED)
+# Every other storage class is accepted to be recorded, not scored: its pixels are never decoded,
+# so any transfer syntax will do but a deflated dataset (read only by intake, with its bound).
+# An acceptor may support more than the 128 presentation contexts one association can propose.
+RECORDED_SOP_CLASSES = tuple(
+    cx.abstract_syntax
+    for cx in AllStoragePresentationContexts
+    if cx.abstract_syntax not in SCORED_SOP_CLASSES
+)
+RECORDED_TRANSFER_SYNTAXES = tuple(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in DEFLATED_DATASET_SYNTAXES)
+STORAGE_SOP_CLASSES = (*SCORED_SOP_CLASSES, *RECORDED_SOP_CLASSES)
 
 REJECT_PERMANENT, REJECT_TRANSIENT = 0x01, 0x02
 SOURCE_SERVICE_USER, SOURCE_SERVICE_PROVIDER_PRESENTATION = 0x01, 0x03
@@ -301,13 +312,28 @@ def handle_store(event) -> Dataset | int:
         return _status(PROCESSING_FAILURE, "processing_failure")
     finally:
         request_id_var.reset(token)
-    logger.info(
-        "event=dicom_stored job_id=%s calling_ae=%s client_id=%s deduplicated=%s",
-        received.job.id,
-        calling,
-        sender.client_id,
-        received.deduplicated,
-    )
+    if received.job is not None:
+        logger.info(
+            "event=dicom_stored job_id=%s calling_ae=%s client_id=%s deduplicated=%s",
+            received.job.id,
+            calling,
+            sender.client_id,
+            received.deduplicated,
+        )
+    if received.unscored is not None:
+        row = received.unscored
+        logger.info(
+            "event=dicom_unscored reason=%s attribute=%s value=%s detail=%s calling_ae=%s client_id=%s "
+            "sop_class=%s unscored_id=%s",
+            row.reason,
+            row.attribute or "-",
+            row.value or "-",
+            row.detail or "-",
+            calling,
+            sender.client_id,
+            row.sop_class_uid or "-",
+            row.id,
+        )
     return SUCCESS
 
 
@@ -320,8 +346,10 @@ def application_entity() -> AE:
     ae.dimse_timeout = settings.DICOM_DIMSE_TIMEOUT_SECONDS
     ae.network_timeout = settings.DICOM_NETWORK_TIMEOUT_SECONDS
     ae.add_supported_context(Verification)
-    for sop_class in STORAGE_SOP_CLASSES:
+    for sop_class in SCORED_SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    for sop_class in RECORDED_SOP_CLASSES:
+        ae.add_supported_context(sop_class, list(RECORDED_TRANSFER_SYNTAXES))
     return ae
 
 

@@ -1,10 +1,21 @@
-"""Senders (add, remove, the development mapping) and a received instance -> job.
+"""Senders (add, remove, the development mapping) and a received instance -> a job, or a record of
+why it is not scored.
 
-A received instance goes through the same intake as an HTTP upload (backend/jobs/services/
-intake.py `job_create`: validation, limits, eligibility, de-identification, dedup per client,
-backpressure) with the sender's client and priority. The return path's PHI is read from the
-instance as received and sealed in the transaction that creates the job, so a job never exists
-without the return path it came with, and a refused instance leaves neither.
+A PACS sends whole studies: every instance of any storage class, in any order, cxrq's own SR
+among them. An instance is sorted by its header first (backend/dicomnet/instances.py): cxrq's
+own output and every object intake does not read (SR, presentation states, CT, ...) are recorded
+as not scored (backend/dicomnet/unscored.py) and never reach intake. The rest goes through the
+same intake as an HTTP upload (backend/jobs/services/intake.py `job_create`: validation, limits,
+eligibility, de-identification, dedup per client, backpressure) with the sender's client and
+priority; intake's refusal of a well-formed image it does not score (not a chest X-ray,
+multi-frame, colour, ...) is recorded as not scored too, and a duplicate is recorded beside the
+job that answers it. Everything else intake refuses (corrupt, truncated, over a limit, a full
+queue), and a dataset that cannot be read to its end, is raised: the receiver answers with a
+failure status.
+
+The return path's PHI is read from the instance as received and sealed in the transaction that
+creates the job, so a job never exists without the return path it came with, and a refused
+instance leaves neither.
 """
 
 from __future__ import annotations
@@ -20,8 +31,11 @@ from django.db import transaction
 
 from backend.clients.models import Client
 from backend.core.exceptions import ApplicationError
-from backend.dicomnet.models import DicomSender, ReturnPath
+from backend.dicomnet import instances
+from backend.dicomnet.models import DicomSender, ReturnPath, UnscoredInstance, UnscoredReason
 from backend.dicomnet.returnpath import ReturnPathInfo, return_path_record
+from backend.dicomnet.unscored import Why, unscored_record, why_not_eligible
+from backend.jobs.dicom import IMAGE_SOP_CLASSES
 from backend.jobs.models import Job, Priority
 from backend.jobs.services.intake import job_create
 
@@ -49,6 +63,14 @@ class InvalidSender(ApplicationError):
     code = "invalid_dicom_sender"
     status_code = 400
     default_message = "The DICOM sender is not valid."
+
+
+class InstanceUnreadable(ApplicationError):
+    """A received dataset that cannot be read to its end: truncated or corrupt."""
+
+    code = "dicom_unreadable"
+    status_code = 400
+    default_message = "The DICOM dataset could not be read to its end (truncated or corrupt)."
 
 
 class DatasetMismatch(ApplicationError):
@@ -120,8 +142,12 @@ def sender_for(*, ae_title: str, address: str) -> tuple[DicomSender | None, str]
 
 @dataclass(frozen=True)
 class Received:
-    job: Job
+    """A job (new, or the one that already scored the same image), and/or the record of why this
+    instance is not scored; at least one of the two."""
+
+    job: Job | None
     deduplicated: bool
+    unscored: UnscoredInstance | None = None
 
 
 def instance_receive(
@@ -132,29 +158,89 @@ def instance_receive(
     sop_instance_uid: str,
     peer_address: str = "",
 ) -> Received:
-    """A C-STORE's dataset (as a Part 10 file) -> the sender's job, with its return path.
+    """A C-STORE's dataset (as a Part 10 file) -> the sender's job with its return path, or the
+    record of why it is not scored.
 
-    Raises what intake raises (each an ApplicationError with its code), or DatasetMismatch."""
+    Raises what intake raises for an instance it refuses rather than passes over (each an
+    ApplicationError with its code), InstanceUnreadable, or DatasetMismatch."""
+    header = _header(part10, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
+
+    def unscored(why: Why, job: Job | None = None) -> UnscoredInstance:
+        return unscored_record(
+            sender=sender,
+            why=why,
+            sop_class_uid=instances.safe_uid(sop_class_uid),
+            sop_class=instances.sop_class_name(sop_class_uid),
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=header.study_instance_uid if header else "",
+            job=job,
+        )
+
+    if header is not None and header.is_own_output:
+        why = Why(UnscoredReason.OWN_OUTPUT, attribute="Manufacturer", value=instances.OWN_MANUFACTURER)
+        return Received(job=None, deduplicated=False, unscored=unscored(why))
+    if sop_class_uid not in IMAGE_SOP_CLASSES:
+        if header is not None and header.is_image:  # CT, MR, US, MG, ...: an image, not a radiograph
+            why = Why(
+                UnscoredReason.NOT_CHEST_XRAY,
+                attribute="SOPClassUID",
+                value=instances.sop_class_name(sop_class_uid)[:64],
+                detail="sop_class_not_accepted",
+            )
+        else:  # SR, presentation state, key objects, PDF, waveform, ...
+            why = Why(
+                UnscoredReason.NOT_AN_IMAGE,
+                attribute="SOPClassUID",
+                value=instances.sop_class_name(sop_class_uid)[:64],
+            )
+        return Received(job=None, deduplicated=False, unscored=unscored(why))
+
+    created: list[Job] = []
 
     def keep_return_path(job: Job) -> None:
+        created.append(job)
         info = _return_path_info(part10, calling_ae_title=sender.ae_title)
         if info.sop_class_uid != sop_class_uid or info.sop_instance_uid != sop_instance_uid:
             raise DatasetMismatch()
         return_path_record(job=job, info=info, sender=sender, peer_address=peer_address)
 
-    outcome = job_create(
-        client=sender.client,
-        upload=SimpleUploadedFile("instance.dcm", part10, content_type="application/dicom"),
-        content_type="application/dicom",
-        priority=Priority(sender.priority).label,
-        on_create=keep_return_path,
-    )
+    try:
+        outcome = job_create(
+            client=sender.client,
+            upload=SimpleUploadedFile("instance.dcm", part10, content_type="application/dicom"),
+            content_type="application/dicom",
+            priority=Priority(sender.priority).label,
+            on_create=keep_return_path,
+        )
+    except ApplicationError as exc:
+        why = why_not_eligible(exc.code, exc.details)
+        if why is None:
+            raise
+        return Received(job=None, deduplicated=False, unscored=unscored(why))
+    made_here = bool(created)
     if outcome.deduplicated and not ReturnPath.objects.filter(job_id=outcome.job.pk).exists():
         # The same image sent before (over HTTP, or its return path already gone): this send is
         # where its result should go now.
         with transaction.atomic():
             keep_return_path(outcome.job)
-    return Received(job=outcome.job, deduplicated=outcome.deduplicated)
+    record = None
+    # Deduplicated with a job made here is a new job answered from the organisation's cache.
+    if outcome.deduplicated and not made_here:
+        record = unscored(Why(UnscoredReason.DUPLICATE, detail="same_image"), job=outcome.job)
+    return Received(job=outcome.job, deduplicated=outcome.deduplicated, unscored=record)
+
+
+def _header(part10: bytes, *, sop_class_uid: str, sop_instance_uid: str) -> instances.InstanceHeader | None:
+    """The header, checked against the request; None where only intake can read it (Deflated)."""
+    try:
+        header = instances.read_header(part10)
+    except instances.Unreadable as exc:
+        if str(exc) == "deflated" and sop_class_uid in IMAGE_SOP_CLASSES:
+            return None  # intake inflates it with a bound and checks it whole
+        raise InstanceUnreadable() from None
+    if header.sop_class_uid != sop_class_uid or header.sop_instance_uid != sop_instance_uid:
+        raise DatasetMismatch()
+    return header
 
 
 def _text(value: object) -> str:

@@ -592,6 +592,9 @@ DICOM_NETWORK_TIMEOUT_SECONDS = env.float("CXRQ_DICOM_NETWORK_TIMEOUT_SECONDS", 
 # open (rotation). Empty: derived from DJANGO_SECRET_KEY (development and tests; production
 # refuses to start). `python manage.py dicom_sender phi-key` prints a new key.
 PHI_KEYS = env.list("CXRQ_PHI_KEY", default=[])
+# Days a received instance that was not scored stays listed (API, web client, dashboard), counted
+# from its last arrival; the receiver deletes older rows as it records new ones.
+DICOM_UNSCORED_RETENTION_DAYS = env.int("CXRQ_DICOM_UNSCORED_RETENTION_DAYS", default=30)
 
 # --- Results to PACS (backend/pacs/, docs/interoperability.md): C-STORE by the dispatcher ---
 # Each of the association's timeouts (TCP connect, ACSE, DIMSE, network), in seconds.

@@ -111,3 +111,90 @@ def echoscu(port: int, *, aet: str = "MODALITY") -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+def changed(data: bytes, **attributes: object) -> bytes:
+    """A Part 10 file with these attributes set (None deletes one) and a new SOP Instance UID:
+    the same image as another instance of its study (a lateral beside the PA)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    if "SOPClassUID" in attributes:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def non_image(
+    sop_class_uid: str,
+    *,
+    modality: str,
+    study_uid: str | None = None,
+    patient_id: str = "PID-0001",
+    patient_name: str = "DOE^JANE",
+    manufacturer: str = "ACME",
+) -> bytes:
+    """A small object of a storage class without pixels (SR, presentation state, key objects) as a
+    Part 10 file: what a PACS holds in a study beside its images."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = patient_name
+    ds.Modality = modality
+    ds.Manufacturer = manufacturer
+    ds.SeriesNumber = 42
+    ds.InstanceNumber = 1
+    if modality == "SR":
+        ds.ValueType = "CONTAINER"
+        ds.ContinuityOfContent = "SEPARATE"
+        ds.CompletionFlag = "COMPLETE"
+        ds.VerificationFlag = "UNVERIFIED"
+        ds.ContentSequence = []
+    buf = io.BytesIO()
+    ds.preamble = b"\x00" * 128
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def uids(data: bytes) -> tuple[str, str]:
+    """(SOP Class UID, SOP Instance UID) of a Part 10 file: what its C-STORE request carries."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+
+
+def pynetdicom_store(port: int, *files: Path, aet: str = "MODALITY") -> list[int]:
+    """Each file sent as it is on disk (pynetdicom streams a file's dataset without decoding it
+    when told to, where dcmtk's storescu refuses a cut file), in one association; the status of each."""
+    from unittest import mock
+
+    from pynetdicom import AE, _config
+
+    headers = [
+        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]) for path in files
+    ]
+    ae = AE(ae_title=aet)
+    for ds in headers:
+        ae.add_requested_context(
+            str(ds.file_meta.MediaStorageSOPClassUID), str(ds.file_meta.TransferSyntaxUID)
+        )
+    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED_AE)
+    assert assoc.is_established
+    try:
+        with mock.patch.object(_config, "STORE_SEND_CHUNKED_DATASET", True):
+            return [int(assoc.send_c_store(path).Status) for path in files]
+    finally:
+        assoc.release()

@@ -13,12 +13,25 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from backend.dicomnet.models import ReturnPath
+from backend.dicomnet.models import ReturnPath, UnscoredInstance
 from backend.dicomnet.returnpath import return_path_for
 from backend.jobs.models import Job, JobStatus, Priority
-from tests.dicomnet.factories import SAMPLES, corrupt_sample, cr_chest, echoscu, storescu, write
+from tests.dicomnet.factories import (
+    SAMPLES,
+    changed,
+    corrupt_sample,
+    cr_chest,
+    echoscu,
+    non_image,
+    pynetdicom_store,
+    storescu,
+    write,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+GRAYSCALE_PR = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
 def test_echo_from_a_configured_sender_is_answered(start_scp, sender):
@@ -106,24 +119,66 @@ def test_the_sample_files_become_jobs_of_the_senders_client_with_its_priority(st
     assert "deduplicated=True" in scp.log
 
 
-def test_refused_instances_get_failure_statuses_and_leave_no_job(start_scp, sender, hospital, tmp_path):
+def test_corrupt_instances_get_failure_statuses_and_leave_no_job(start_scp, sender, hospital, tmp_path):
     scp = start_scp()
-    hand = write(tmp_path / "in", "hand.dcm", cr_chest(seed=1, body_part="HAND"))
     corrupt = write(tmp_path / "in", "corrupt.dcm", corrupt_sample())
-    for path, status, code in ((hand, "0xc001", "not_chest_xray"), (corrupt, "0xc000", "invalid_image")):
-        out = storescu(scp.port, path, aet="MODALITY", extra=("-d",))
-        text = out.stdout + out.stderr
-        assert out.returncode != 0
-        assert re.search(rf"DIMSE Status\s*:\s*{status}: Error", text), text[-3000:]
-        assert re.search(rf"ErrorComment.*\[{code}\]|\[{code}\].*ErrorComment", text)
-        assert (
-            f"event=dicom_refused code={code} status={status.upper().replace('0X', '0x')} calling_ae=MODALITY"
-            in scp.log
-        )
+    out = storescu(scp.port, corrupt, aet="MODALITY", extra=("-d",))
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert re.search(r"DIMSE Status\s*:\s*0xc000: Error", text), text[-3000:]
+    assert re.search(r"ErrorComment.*\[invalid_image\]|\[invalid_image\].*ErrorComment", text)
+    assert "event=dicom_refused code=invalid_image status=0xC000 calling_ae=MODALITY" in scp.log
+    # Cut files (dcmtk will not send one; pynetdicom sends the bytes as they are): a lateral is not
+    # scored whole, but cut it is refused, not recorded; so is a cut SR.
+    lateral = changed(cr_chest(seed=1), ViewPosition="LL")
+    sr = non_image(COMPREHENSIVE_SR, modality="SR")
+    cut = [
+        write(tmp_path / "in", "cut-lateral.dcm", lateral[: len(lateral) // 2]),
+        write(tmp_path / "in", "cut-sr.dcm", sr[: sr.index(b"UNVERIFIED") + 4]),  # inside a value
+    ]
+    assert pynetdicom_store(scp.port, *cut) == [0xC000, 0xC000]
+    assert scp.log.count("event=dicom_refused code=dicom_unreadable status=0xC000 calling_ae=MODALITY") == 2
     assert not Job.objects.exists()
     assert not ReturnPath.objects.exists()
+    assert not UnscoredInstance.objects.exists()
     assert scp.alive
     assert echoscu(scp.port, aet="MODALITY").returncode == 0
+
+
+def test_a_whole_study_is_answered_with_success_and_only_the_pa_scored(start_scp, sender, hospital, tmp_path):
+    """PA, lateral, a hand, an SR and a presentation state of one study in one association."""
+    scp = start_scp()
+    study = "1.2.826.0.1.3680043.8.498.4711"
+    pa = cr_chest(seed=2, study_uid=study, patient_id="PID-SECRET-4711", patient_name="SECRETPATIENT")
+    files = [
+        write(tmp_path / "study", "1-lateral.dcm", changed(pa, ViewPosition="LL")),
+        write(tmp_path / "study", "2-sr.dcm", non_image(COMPREHENSIVE_SR, modality="SR", study_uid=study)),
+        write(tmp_path / "study", "3-pa.dcm", pa),
+        write(tmp_path / "study", "4-pr.dcm", non_image(GRAYSCALE_PR, modality="PR", study_uid=study)),
+        write(tmp_path / "study", "5-hand.dcm", changed(pa, BodyPartExamined="HAND")),
+    ]
+    out = storescu(scp.port, *files, aet="MODALITY")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (job,) = Job.objects.filter(client=hospital)
+    assert return_path_for(job).study_instance_uid == study
+    rows = {
+        (row.reason, row.attribute, row.value) for row in UnscoredInstance.objects.filter(client=hospital)
+    }
+    assert rows == {
+        ("not_chest_xray", "ViewPosition", "LL"),
+        ("not_chest_xray", "BodyPartExamined", "HAND"),
+        ("not_an_image", "SOPClassUID", "Comprehensive SR Storage"),
+        ("not_an_image", "SOPClassUID", "Grayscale Softcopy Presentation State Storage"),
+    }
+    assert scp.log.count("event=dicom_unscored") == 4 and scp.log.count("event=dicom_stored") == 1
+    assert "event=dicom_refused" not in scp.log
+    assert "SECRET" not in scp.log and "4711" not in scp.log
+    # The study again: success throughout, no new job; the PA is a duplicate of its job.
+    again = storescu(scp.port, *files, aet="MODALITY")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert Job.objects.filter(client=hospital).count() == 1
+    assert UnscoredInstance.objects.get(reason="duplicate").job_id == job.id
+    assert set(UnscoredInstance.objects.values_list("times_received", flat=True)) == {1, 2}
 
 
 def test_fifty_instances_in_one_association_all_become_jobs(start_scp, sender, hospital, tmp_path):
