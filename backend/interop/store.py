@@ -113,8 +113,18 @@ def _current(job: Job, kind: str) -> tuple[StoredReport | None, JobResult, uuid.
     return row, result, return_path_id, inputs
 
 
-def _served(job: Job, row: StoredReport) -> StoredBody:
-    return StoredBody(body=open_bytes(row.sealed, job_id=job.pk, kind=row.kind), etag=_etag(row))
+def _served(job: Job, row: StoredReport | None) -> StoredBody | None:
+    """The stored copy opened; None when there is none, or when no configured key opens it (its
+    key was removed from CXRQ_PHI_KEY): then it is built again, not answered 500."""
+    if row is None:
+        return None
+    try:
+        return StoredBody(body=open_bytes(row.sealed, job_id=job.pk, kind=row.kind), etag=_etag(row))
+    except phi.PhiUnreadable:
+        logger.warning(
+            "event=stored_report_unreadable job_id=%s kind=%s key_id=%s", job.pk, row.kind, row.key_id
+        )
+        return None
 
 
 def report_get(*, job: Job, kind: str) -> StoredBody:
@@ -123,8 +133,8 @@ def report_get(*, job: Job, kind: str) -> StoredBody:
 
     findings.report_for(job)  # JobNotSucceeded / JobDeleted: no result, nothing to build or store
     row, *_ = _current(job, kind)
-    if row is not None:
-        return _served(job, row)
+    if served := _served(job, row):
+        return served
     with transaction.atomic():
         # The one lock every builder of this job's report takes: the others wait here, then find
         # the row the first one stored.
@@ -133,8 +143,8 @@ def report_get(*, job: Job, kind: str) -> StoredBody:
             job.refresh_from_db()
             findings.report_for(job)
         row, result, return_path_id, inputs = _current(job, kind)
-        if row is not None:
-            return _served(job, row)
+        if served := _served(job, row):
+            return served
         body = _build(job, kind)
         sealed = seal_bytes(body, job_id=job.pk, kind=kind)
         # A row built from other inputs (the image or the return path has gone since) is replaced.
@@ -150,8 +160,8 @@ def report_get(*, job: Job, kind: str) -> StoredBody:
                     key_id=phi.key_id_of(sealed),
                 )
         except IntegrityError:  # built at the same time elsewhere (no row locks): keep theirs
-            row = StoredReport.objects.get(result_id=job.pk, kind=kind)
-            return _served(job, row)
+            row = StoredReport.objects.filter(result_id=job.pk, kind=kind).first()
+            return _served(job, row) or StoredBody(body=body, etag=f'"{kind}-{uuid.uuid4().hex}"')
     logger.info("event=report_built job_id=%s kind=%s bytes=%d", job.pk, kind, len(body))
     return StoredBody(body=body, etag=_etag(row))
 

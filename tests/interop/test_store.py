@@ -14,7 +14,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from backend.dicomnet.models import ReturnPath
-from backend.dicomnet.phi import PhiUnreadable
+from backend.dicomnet.phi import PhiUnreadable, new_key
 from backend.dicomnet.returnpath import ReturnPathInfo, return_path_delivered
 from backend.interop import fhir, limits, sr, store
 from backend.interop.models import ReportKind, StoredReport
@@ -90,6 +90,18 @@ def test_the_stored_copy_is_sealed_and_bound_to_its_job(api):
         store.open_bytes(sr_row.sealed, job_id=other.id, kind="sr")
     with pytest.raises(PhiUnreadable):
         store.open_bytes(sr_row.sealed, job_id=job.id, kind="fhir")
+
+
+def test_a_copy_no_configured_key_opens_is_built_again_not_a_500(api, builds, settings, caplog):
+    (job,) = succeed(png_job(default_client(), seed=9))
+    first = api.get(f"/api/v1/jobs/{job.id}/sr.dcm", **SR_ACCEPT)
+    settings.PHI_KEYS = [new_key()]  # the key that sealed it was removed
+    second = api.get(f"/api/v1/jobs/{job.id}/sr.dcm", **SR_ACCEPT)
+    assert second.status_code == 200 and second["ETag"] != first["ETag"]
+    assert builds["sr"] == 2
+    assert "event=stored_report_unreadable" in caplog.text
+    (row,) = StoredReport.objects.filter(result_id=job.id)
+    assert store.open_bytes(row.sealed, job_id=job.id, kind="sr") == second.content
 
 
 def test_reports_go_with_the_job(api):
