@@ -7,39 +7,24 @@ are loaded by the first report built, not by the URL configuration every process
 A report is built once and served from its sealed copy after (store.py); while one client has
 CXRQ_REPORT_CLIENT_CONCURRENCY of these requests in progress in a process, its next one is 429
 with Retry-After (limits.py), so building cannot take every request thread. Each answer has an
-ETag; If-None-Match is compared as RFC 9110 §13.1.2 says (`*` matches, weak comparison).
+ETag; If-None-Match as RFC 9110 §13.1.2 says (backend/core/conditional.py: `*`, weak comparison).
 """
 
 from __future__ import annotations
 
 from django.http import HttpResponse
-from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from backend.audit.actors import actor_from_request
 from backend.audit.services import audit_read
+from backend.core.conditional import if_none_match
 from backend.interop import limits, schema
 from backend.interop.models import ReportKind
 from backend.interop.store import report_get
 from backend.jobs import selectors
 from backend.jobs.throttling import ClientRateThrottle
-
-
-def _weak(tag: str) -> str:
-    tag = tag.strip()
-    return tag[2:] if tag.startswith("W/") else tag
-
-
-def not_modified(request: Request, etag: str) -> bool:
-    """If-None-Match matches: `*` (the report exists: this runs after it was found) or any tag,
-    compared weakly. A header that holds no entity tag matches nothing."""
-    header = request.headers.get("If-None-Match", "").strip()
-    if not header:
-        return False
-    tags = parse_etags(header)
-    return tags == ["*"] or _weak(etag) in {_weak(tag) for tag in tags}
 
 
 class _ReportApi(APIView):
@@ -61,7 +46,7 @@ class _ReportApi(APIView):
             actor=actor_from_request(request), action="job.read", job_id=job.id, details={"as": self.audit_as}
         )
         headers = {"ETag": stored.etag, "Cache-Control": "private, no-cache"}
-        if not_modified(request, stored.etag):
+        if if_none_match(request, stored.etag):
             return HttpResponse(status=304, headers=headers)
         response = HttpResponse(stored.body, content_type=self.content_type, headers=headers)
         self.describe(response, job)
