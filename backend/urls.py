@@ -21,6 +21,7 @@ urlpatterns = [
         name="redoc",
     ),
     path("api/v1/", include("backend.jobs.urls")),
+    path("api/v1/", include("backend.dicomnet.urls")),
     # The web client for people (docs/web.md): last, so every path above keeps its meaning.
     path("", include("backend.web.urls")),
 ]
