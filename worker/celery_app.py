@@ -12,10 +12,12 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings.dev")
 
 import django
+from celery.signals import after_setup_logger
 
 django.setup()
 
 from backend.celery_app import app  # noqa: E402
+from backend.core.logging import withhold_dicom_values  # noqa: E402
 from worker import metrics_server, tasks  # noqa: E402, F401 - registers the task on the app
 from worker.runtime.tuned import engine_config  # noqa: E402
 
@@ -23,5 +25,8 @@ app.conf.worker_concurrency = engine_config().worker_concurrency
 # In a worker's main process: the folder its pool's children count metrics in, made before
 # anything imports prometheus_client and before the pool forks (worker/metrics_server.py).
 metrics_server.prepare()
+
+# Celery's worker replaces the root logger's handlers: they withhold DICOM values too.
+after_setup_logger.connect(lambda logger, **_: withhold_dicom_values(logger.handlers), weak=False)
 
 __all__ = ["app"]

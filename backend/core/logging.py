@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -108,7 +109,9 @@ class JsonLineFormatter(JsonFormatter):
     FIXED = ("ts", "level", "logger", "event", "request_id", "job_id", "message", "pid")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request_id", "job_id"])
+        kwargs.setdefault(
+            "reserved_attrs", [*RESERVED_ATTRS, "request_id", "job_id", "dicom_values_withheld"]
+        )
         super().__init__(*args, **kwargs)
 
     def add_fields(
@@ -138,3 +141,81 @@ class JsonLineFormatter(JsonFormatter):
 
 def _given(value: str | None) -> str | None:
     return None if value in (None, "", NONE) else value
+
+
+# --- DICOM values never reach a log ---------------------------------------------------------------
+
+# Libraries that read DICOM values and quote them in what they log: highdicom's person-name check
+# warns with the name itself (`The string "SMITHJOHN" is unlikely ...`), pydicom's validation and
+# conversion messages quote element values, pynetdicom logs exceptions raised while encoding or
+# handling a dataset (their text is pydicom's) and dumps datasets at DEBUG.
+DICOM_LIBRARIES = ("pydicom", "highdicom", "pynetdicom")
+_WARNING_HEAD = re.compile(r"^(?P<path>.*?):(?P<line>\d+): (?P<category>\w+): ", re.DOTALL)
+
+
+class DicomValuesFilter(logging.Filter):
+    """Withholds the text of what the DICOM libraries log and of every Python warning, keeping what
+    an operator needs to find the cause: the logger, the level, the warning's category and the file
+    and line that raised it, an exception's class.
+
+    Warnings reach logging as `py.warnings` records (Django's and Celery's logging setup both call
+    `logging.captureWarnings(True)`), one formatted string that starts `path:line: Category: text`;
+    the text is dropped whatever raised it: a library deep in the stack can quote a value that
+    arrived in an image. pynetdicom's protocol messages at WARNING and above (association rejected,
+    aborted, timeouts) carry no dataset value and are kept, unless they carry an exception.
+
+    Installed on the handlers (it runs once for every record that is written, whichever logger it
+    came from) and on the `py.warnings` logger (so a handler someone else installed, Celery's,
+    gets no warning text either); a record it has rewritten passes again unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "dicom_values_withheld", False):
+            return True
+        if record.name == "py.warnings":
+            _withhold_warning(record)
+        elif record.name.split(".", 1)[0] in DICOM_LIBRARIES and not _protocol_message(record):
+            _withhold(record)
+        return True
+
+
+def _protocol_message(record: logging.LogRecord) -> bool:
+    return (
+        record.name.startswith("pynetdicom")
+        and record.levelno >= logging.WARNING
+        and record.exc_info is None
+        and isinstance(record.msg, str)
+    )
+
+
+def _withhold(record: logging.LogRecord) -> None:
+    error = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else None
+    if isinstance(record.msg, BaseException):  # LOGGER.exception(exc): the message is the exception
+        error = type(record.msg).__name__
+    record.msg = "event=library_log source=%s text=withheld" + (" error=%s" if error else "")
+    record.args = (record.name, error) if error else (record.name,)
+    _cleared(record)
+
+
+def _withhold_warning(record: logging.LogRecord) -> None:
+    text = record.getMessage()
+    head = _WARNING_HEAD.match(text)
+    if head:
+        source = "/".join(head["path"].replace("\\", "/").split("/")[-2:])
+        record.msg = "event=library_warning category=%s source=%s:%s text=withheld"
+        record.args = (head["category"], source, head["line"])
+    else:
+        record.msg, record.args = "event=library_warning text=withheld", ()
+    _cleared(record)
+
+
+def _cleared(record: logging.LogRecord) -> None:
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    record.dicom_values_withheld = True
+
+
+def withhold_dicom_values(handlers: list[logging.Handler]) -> None:
+    """Adds the filter to handlers a framework installed itself (Celery's worker replaces the
+    root logger's handlers with its own: worker/celery_app.py calls this on them)."""
+    for handler in handlers:
+        if not any(isinstance(f, DicomValuesFilter) for f in handler.filters):
+            handler.addFilter(DicomValuesFilter())

@@ -517,6 +517,9 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "backend.core.logging.RequestIdFilter"},
         "disallowed_host": {"()": "backend.core.log_filters.DisallowedHostFilter"},
+        # What pydicom, highdicom and pynetdicom log, and every warning: text withheld, since
+        # they quote values read from images (a patient's name); backend/core/logging.py.
+        "dicom_values": {"()": "backend.core.logging.DicomValuesFilter"},
     },
     "formatters": {
         "text": {
@@ -526,7 +529,11 @@ LOGGING = {
         "json": {"()": "backend.core.logging.JsonLineFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "dicom_values"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -538,6 +545,8 @@ LOGGING = {
         "pydicom.pixels.decoders": {"level": "CRITICAL"},
         # A Host not in ALLOWED_HOSTS: one WARNING line, no traceback (anyone can send one).
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
+        # Also here, for handlers this file does not make (Celery's worker installs its own).
+        "py.warnings": {"filters": ["dicom_values"]},
     },
 }
 
