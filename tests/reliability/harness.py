@@ -333,6 +333,94 @@ def embedded_default(workdir: Path) -> dict[str, str]:
     }
 
 
+class MixedTraffic:
+    """A few client threads looping over what a pilot's clients do, for `seconds`: uploads, long-polls
+    (`?wait=`), SR and FHIR of finished jobs, lists, cancels. Every answer is counted by kind and
+    status; a 5xx or a request that got no answer is kept as a problem."""
+
+    # Relative weights. SR is built on the request thread and costs CPU: a modest share.
+    MIX = {"upload": 30, "wait": 20, "list": 15, "get": 10, "fhir": 10, "cancel": 8, "sr": 7}
+
+    def __init__(self, stack: Stack, *, threads: int = 4, seconds: float = 60.0):
+        import threading
+
+        self.stack, self.threads, self.seconds = stack, threads, seconds
+        self.lock = threading.Lock()
+        self.accepted: list[str] = []
+        self.counts: Counter = Counter()
+        self.problems: list[str] = []
+        self._seed = 0
+
+    def _unique_png(self) -> bytes:
+        from tests.factories import png_bytes
+
+        with self.lock:
+            self._seed += 1
+            seed = self._seed
+        return png_bytes(size=(128, 128), seed=seed)
+
+    def _some_job(self, rng) -> str | None:
+        with self.lock:
+            return rng.choice(self.accepted[-50:]) if self.accepted else None
+
+    def _one(self, kind: str, rng) -> None:
+        url, headers = f"{self.stack.web_url}/api/v1/jobs", self.stack.headers()
+        job = None if kind in ("upload", "list") else self._some_job(rng)
+        if kind not in ("upload", "list") and job is None:
+            kind = "upload"
+        try:
+            if kind == "upload":
+                r = requests.post(
+                    url, files={"image": ("x.png", self._unique_png())}, headers=headers, timeout=60
+                )
+                if r.status_code in (200, 201, 202):
+                    with self.lock:
+                        self.accepted.append(r.json()["id"])
+            elif kind == "wait":
+                r = requests.get(f"{url}/{job}", params={"wait": 5}, headers=headers, timeout=60)
+            elif kind == "list":
+                r = requests.get(url, params={"page_size": 20}, headers=headers, timeout=60)
+            elif kind == "get":
+                r = requests.get(f"{url}/{job}", headers=headers, timeout=60)
+            elif kind == "fhir":
+                r = requests.get(f"{url}/{job}/fhir", headers=headers, timeout=60)
+            elif kind == "sr":
+                r = requests.get(f"{url}/{job}/sr.dcm", headers=headers, timeout=60)
+            else:
+                r = requests.post(f"{url}/{job}/cancel", headers=headers, timeout=60)
+        except requests.RequestException as exc:
+            with self.lock:
+                self.counts[(kind, "no answer")] += 1
+                self.problems.append(f"{kind}: {type(exc).__name__}: {exc}"[:300])
+            return
+        with self.lock:
+            self.counts[(kind, r.status_code)] += 1
+            if r.status_code >= 500:
+                self.problems.append(f"{kind}: {r.status_code} {r.text[:200]}")
+
+    def _client(self, index: int) -> None:
+        import random
+
+        rng = random.Random(index)
+        kinds, weights = list(self.MIX), list(self.MIX.values())
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            self._one(rng.choices(kinds, weights)[0], rng)
+
+    def run(self) -> MixedTraffic:
+        import threading
+
+        clients = [threading.Thread(target=self._client, args=(i,)) for i in range(self.threads)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        return self
+
+    def summary(self) -> dict[str, int]:
+        return {f"{kind} {status}": n for (kind, status), n in sorted(self.counts.items(), key=str)}
+
+
 # The client every stack's requests come from (a submit and an operator key).
 STACK_CLIENT = "reliability"
 # For tests of lease expiry: a lost worker's jobs come back after this.
@@ -394,7 +482,7 @@ class Stack(ProcessStack):
                     body = self.job(job_id)
                 except (requests.RequestException, ValueError):
                     return False
-                if body.get("status") in ("succeeded", "failed"):
+                if body.get("status") in ("succeeded", "failed", "cancelled"):
                     done[job_id] = body
                     pending.discard(job_id)
             return not pending
@@ -407,6 +495,33 @@ class Stack(ProcessStack):
                 f"{exc}; statuses={dict(Counter(self.job(i)['status'] for i in pending))}\n{tails}"
             ) from None
         return done
+
+    def start_runstack(self, *, dicom_port: int = 0, ready_timeout: float = 120) -> subprocess.Popen:
+        """`make run` (manage.py runstack) on this stack's database and broker, as the leader of
+        its own process group, ready once its worker has started and its port answers."""
+        import sys
+
+        port = free_port()
+        argv = [sys.executable, "manage.py", "runstack", "--port", str(port), "--dicom-port", str(dicom_port)]
+        run = self.spawn("runstack", argv)
+        self.web_url = f"http://127.0.0.1:{port}"
+        log = Path(run.log_path)
+        wait_for(
+            lambda: (
+                (b"event=worker_started" in log.read_bytes() and port_open(port)) or run.poll() is not None
+            ),
+            ready_timeout,
+            what="runstack ready",
+        )
+        if run.poll() is not None:
+            raise RuntimeError(f"runstack exited:\n{log.read_text(errors='replace')[-3000:]}")
+        return run
+
+    def health(self) -> dict:
+        """/api/v1/health as an operator sees it (the figures, the stack's components)."""
+        return requests.get(
+            f"{self.web_url}/api/v1/health", headers=self.headers(operator=True), timeout=10
+        ).json()
 
     def stored_by(self, job_ids: list[str]) -> dict[str, str]:
         """Which worker stored each job's result, from the database (the API does not say)."""
