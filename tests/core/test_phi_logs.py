@@ -95,6 +95,28 @@ def test_every_process_logs_through_the_filter():
     assert config["filters"]["dicom_values"]["()"] == "backend.core.logging.DicomValuesFilter"
 
 
+def test_the_handlers_celerys_worker_installs_get_the_filter():
+    """Celery's worker replaces the root logger's handlers with its own, then sends
+    after_setup_logger: worker/celery_app.py adds the filter to them there."""
+    from celery.signals import after_setup_logger
+
+    import worker.celery_app  # noqa: F401 - connects the receiver
+
+    celerys = logging.getLogger(f"celery-root-{uuid.uuid4().hex}")
+    handler = logging.StreamHandler(io.StringIO())
+    celerys.addHandler(handler)
+    after_setup_logger.send(
+        sender=None, logger=celerys, loglevel=logging.INFO, logfile=None, format="", colorize=False
+    )
+    assert [type(f) for f in handler.filters] == [DicomValuesFilter]
+    celerys.warning("%s", "kept")
+    record = logging.LogRecord(
+        "highdicom.sr", logging.WARNING, __file__, 1, "name %s", ("SMITHPROBEJOHN",), None
+    )
+    handler.handle(record)
+    assert "SMITHPROBEJOHN" not in handler.stream.getvalue() and "kept" in handler.stream.getvalue()
+
+
 # --- the real processes --------------------------------------------------------------------------
 
 FAKE_WORKER = {"CXRQ_MODEL_FAKE": "1", "CXRQ_FAKE_BATCH_MS": "20"}
