@@ -16,6 +16,8 @@ worker heartbeats               the freshest MAX_WORKERS heartbeat rows
 webhooks                        deliveries GROUP BY status (the due index leads with status); outcomes of
                                 the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW attempts by primary key, as
                                 /metrics classifies them (backend/webhooks/outcomes.attempt_outcome)
+DICOM instances not scored      GROUP BY reason over the kept rows (all, and last received in the last
+                                hour: an index on last_received_at) and the tally by reason
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from backend.audit.models import AuditEvent
+from backend.dicomnet import selectors as dicomnet_selectors
+from backend.dicomnet.models import UnscoredReason
 from backend.jobs import selectors as job_selectors
 from backend.jobs.models import Job, JobStatus, Priority, WorkerHeartbeat
 from backend.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
@@ -320,6 +324,24 @@ def webhooks(*, now: datetime) -> dict:
     }
 
 
+def dicom_unscored(*, now: datetime) -> list[dict]:
+    """DICOM instances accepted but not scored, by reason: in the last hour, kept (within
+    CXRQ_DICOM_UNSCORED_RETENTION_DAYS), and since the database was made. Three small queries."""
+    recent = dicomnet_selectors.unscored_counts(since=now - WINDOW)
+    kept = dicomnet_selectors.unscored_counts()
+    total = dicomnet_selectors.unscored_tally()
+    return [
+        {
+            "reason": reason,
+            "label": label,
+            "recent": recent[reason],
+            "kept": kept[reason],
+            "total": total[reason],
+        }
+        for reason, label in UnscoredReason.choices
+    ]
+
+
 def dashboard(*, now: datetime | None = None) -> dict:
     """Everything the page shows, at one instant."""
     now = now or timezone.now()
@@ -334,4 +356,5 @@ def dashboard(*, now: datetime | None = None) -> dict:
         "cache": cache_hits(now=now),
         "workers": workers(now=now),
         "webhooks": webhooks(now=now),
+        "dicom_unscored": dicom_unscored(now=now),
     }

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backend.dicomnet.models import DicomSender, ReturnPath
+from backend.dicomnet.models import DicomSender, ReturnPath, UnscoredInstance
 
 
 @admin.register(DicomSender)
@@ -62,3 +62,31 @@ class ReturnPathAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[obj.job_id]), obj.job_id
         )
+
+
+@admin.register(UnscoredInstance)
+class UnscoredInstanceAdmin(admin.ModelAdmin):
+    """What senders sent that was not scored, and why. Read-only: the receiver writes these rows.
+    The instance and study are keyed hashes; no patient data is kept."""
+
+    list_display = (
+        "last_received_at",
+        "client",
+        "calling_ae_title",
+        "reason",
+        "attribute",
+        "value",
+        "sop_class",
+        "times_received",
+    )
+    list_filter = ("reason", "attribute", "client")
+    search_fields = ("calling_ae_title", "instance_key", "study_key")
+    date_hierarchy = "last_received_at"
+    list_select_related = ("client",)
+    readonly_fields = [field.name for field in UnscoredInstance._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -7,6 +7,7 @@ process, and nothing to keep in step between them. Each is one aggregate query:
   webhook deliveries by status  one GROUP BY status (the due index leads with status)
   webhook attempt outcomes      the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW attempts, by primary key
   PACS attempt outcomes         the latest METRICS_WEBHOOK_ATTEMPTS_WINDOW PACS attempts, by primary key
+  DICOM instances not scored    the tally by reason (one row per reason; retention never lowers it)
 
 A database that does not answer gives cxrq_database_up 0 and none of these, never an error page.
 """
@@ -22,8 +23,9 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min
 from django.utils import timezone
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from backend.dicomnet import selectors as dicomnet_selectors
 from backend.jobs.models import Job, JobStatus, Priority, WorkerHeartbeat
 from backend.pacs import outcomes as pacs_outcomes
 from backend.pacs.models import PacsAttempt
@@ -46,6 +48,7 @@ class DatabaseCollector:
         started = time.perf_counter()
         try:
             families = [*self._jobs(), *self._queue(), *self._workers(), *self._webhooks(), self._pacs()]
+            families.append(self._dicom_unscored())
         except DatabaseError as exc:
             logger.warning("event=metrics_database_unavailable error=%r", exc)
             yield GaugeMetricFamily(
@@ -156,3 +159,14 @@ class DatabaseCollector:
         for outcome in pacs_outcomes.ATTEMPT_OUTCOMES:
             attempts.add_metric([outcome], outcomes.get(outcome, 0))
         return attempts
+
+    def _dicom_unscored(self) -> Metric:
+        counter = CounterMetricFamily(
+            "cxrq_dicom_unscored",
+            "Instances the DICOM receiver accepted but did not score, by reason (not_chest_xray, "
+            "not_an_image, unsupported_image, own_output, duplicate).",
+            labels=["reason"],
+        )
+        for reason, count in dicomnet_selectors.unscored_tally().items():
+            counter.add_metric([reason], count)
+        return counter

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from backend.web import views
+from backend.web import unscored, views
 
 app_name = "web"
 urlpatterns = [
@@ -16,4 +16,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/result.csv", views.result_csv, name="result-csv"),
     path("jobs/<str:job_id>/cancel", views.cancel, name="cancel"),
     path("jobs/<str:job_id>/delete", views.delete, name="delete"),
+    path("dicom/unscored", unscored.unscored_page, name="unscored"),
 ]
