@@ -4,7 +4,9 @@ Connection: admitted at accept by the gate (backend/dicomnet/gate.py): within
 CXRQ_DICOM_MAX_PENDING_PER_ADDRESS and CXRQ_DICOM_MAX_PENDING connections not yet identified, and,
 where every enabled sender is tied to a host or network, only from one of those; else closed
 before a byte is read. Its whole A-ASSOCIATE-RQ must arrive within
-CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS of accept (not reset by each byte), else it is dropped.
+CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS of accept (not reset by each byte) and within
+MAX_ASSOCIATE_REQUEST_BYTES, else it is dropped; it is read by the connection's own thread, and
+only then does pynetdicom start an association for it.
 
 Association: the calling AE title (and, where configured, the peer's address) must be an enabled
 DicomSender, else A-ASSOCIATE-RJ (rejected-permanent, service-user, calling AE title not
@@ -30,7 +32,6 @@ Every association runs in its own thread with its own database connection, close
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import threading
@@ -42,7 +43,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from backend.core.exceptions import ApplicationError
 from backend.core.logging import request_id_var
@@ -106,6 +107,11 @@ REASON_LOCAL_LIMIT_EXCEEDED = 0x02
 # not: that count is what let idle peers shut the receiver. The gate counts instead, so
 # pynetdicom's limit is set out of reach.
 _PYNETDICOM_ASSOCIATIONS_UNBOUNDED = 2**31 - 1
+# The largest association request read from a peer that has not yet said who it is: pynetdicom
+# would read whatever length a PDU's header claims (up to 4 GiB) into memory, while a real request,
+# even one proposing 128 presentation contexts with many transfer syntaxes each, is a few hundred KiB.
+MAX_ASSOCIATE_REQUEST_BYTES = 1024 * 1024
+PDU_HEADER_BYTES = 6  # type, reserved, length (4 bytes, big-endian)
 
 
 P_DATA_TF = b"\x04"
@@ -137,7 +143,6 @@ class _SenderACSE(ACSE):
         address = str(self.assoc.requestor.address or "")
         gate: Gate = self.assoc.cxrq_gate
         ticket: Ticket = self.assoc.cxrq_ticket
-        gate.request_received(ticket)
         try:
             sender, why = services.sender_for(ae_title=calling, address=address)
         finally:
@@ -167,12 +172,6 @@ class _SenderACSE(ACSE):
         self.assoc.kill()
 
 
-def _shut(sock: socket.socket) -> None:
-    """End a connection from another thread: a read blocked on it returns at once."""
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
-
-
 class _GatedServer(ThreadedAssociationServer):
     """Asks the gate at accept, before a thread is started or a byte is read."""
 
@@ -180,13 +179,17 @@ class _GatedServer(ThreadedAssociationServer):
     # socketserver's listen backlog is 5: a burst of connections would leave a sender's SYN to be
     # retried a second later. The gate, not the backlog, decides who is served.
     request_queue_size = 128
+    # A connection's own thread only waits for its association request (bounded by the deadline);
+    # stopping never waits for it. pynetdicom's association threads are stopped by ae.shutdown().
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(self, *args, **kwargs) -> None:
         self._tickets: dict[socket.socket, Ticket] = {}
         super().__init__(*args, **kwargs)
 
     def verify_request(self, request, client_address) -> bool:
-        ticket, _ = self.gate.admit(str(client_address[0]), on_expire=lambda: _shut(request))
+        ticket, _ = self.gate.admit(str(client_address[0]))
         if ticket is None:
             return False  # socketserver closes it
         self._tickets[request] = ticket
@@ -203,32 +206,62 @@ class _GatedServer(ThreadedAssociationServer):
         super().shutdown_request(request)
 
 
+class _PrereadSocket(AssociationSocket):
+    """pynetdicom's socket wrapper, handing out first the association request scp.py has read."""
+
+    cxrq_preread: bytearray
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.cxrq_preread) or super().ready
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if not self.cxrq_preread:
+            return super().recv(nr_bytes)
+        taken = self.cxrq_preread[:nr_bytes]
+        del self.cxrq_preread[:nr_bytes]
+        if len(taken) < nr_bytes:
+            taken += super().recv(nr_bytes - len(taken))
+        return taken
+
+
 class _RequestHandler(RequestHandler):
+    """One connection, in its own thread: the gate's checks, then the association request read
+    here, within the deadline, and only then pynetdicom's association (whose threads poll)."""
+
     server: _GatedServer
 
     def handle(self) -> None:
-        self.cxrq_ticket = self.server.take_ticket(self.request)
+        gate, sock = self.server.gate, self.request
+        self.cxrq_ticket = ticket = self.server.take_ticket(sock)
         address = str(self.client_address[0])
         if not _may_be_sender(address):
-            self.server.gate.release(self.cxrq_ticket)
-            self.server.gate.log_refusal(address, ADDRESS_NOT_A_SENDER)
-            self.server.shutdown_request(self.request)
+            gate.log_refusal(address, ADDRESS_NOT_A_SENDER)
+            self.server.shutdown_request(sock)
+            gate.release(ticket)
             return
+        self.cxrq_request = _read_associate_request(sock, gate, ticket)
+        if self.cxrq_request is None:
+            self.server.shutdown_request(sock)
+            gate.release(ticket)
+            return
+        gate.request_received(ticket)
         try:
             super().handle()
         except BaseException:
-            self.server.gate.release(self.cxrq_ticket)
+            gate.release(ticket)
             raise
 
     def _create_association(self):
         assoc = super()._create_association()
         assoc.acse = _SenderACSE(assoc)
+        # pynetdicom builds its socket wrapper itself (and queues the connection's event); only
+        # where the first bytes come from changes, so the wrapper is given that class in place.
+        assoc.dul.socket.__class__ = _PrereadSocket
+        assoc.dul.socket.cxrq_preread = bytearray(self.cxrq_request)
         assoc.cxrq_sender = None
         gate, ticket = self.server.gate, self.cxrq_ticket
         assoc.cxrq_gate, assoc.cxrq_ticket = gate, ticket
-        # The wait for the request ends with the gate's deadline, so a dropped peer's thread ends too.
-        if assoc.acse_timeout is None or assoc.acse_timeout > gate.associate_deadline_seconds:
-            assoc.acse_timeout = gate.associate_deadline_seconds
         run = assoc.run
 
         def run_then_close() -> None:
@@ -240,6 +273,47 @@ class _RequestHandler(RequestHandler):
 
         assoc.run = run_then_close
         return assoc
+
+
+def _read_associate_request(sock: socket.socket, gate: Gate, ticket: Ticket) -> bytes | None:
+    """The first PDU (an A-ASSOCIATE-RQ from any real peer), whole, by the gate's deadline: None,
+    logged, if it is late, claims more than MAX_ASSOCIATE_REQUEST_BYTES, or the peer goes away.
+    Each read waits only for what is left of the deadline, so trickling gains nothing."""
+    received = bytearray()
+    needed = PDU_HEADER_BYTES
+    why = ""
+    try:
+        while len(received) < needed:
+            left = gate.remaining(ticket)
+            if left <= 0:
+                why = "associate_deadline"
+                break
+            sock.settimeout(left)
+            chunk = sock.recv(min(needed - len(received), 65536))
+            if not chunk:
+                return None  # the peer closed it
+            received += chunk
+            if needed == PDU_HEADER_BYTES and len(received) == PDU_HEADER_BYTES:
+                length = int.from_bytes(received[2:6], "big")
+                if length > MAX_ASSOCIATE_REQUEST_BYTES:
+                    why = "associate_request_too_large"
+                    break
+                needed += length
+    except TimeoutError:
+        why = "associate_deadline"
+    except OSError:
+        return None
+    if why:
+        logger.warning(
+            "event=dicom_connection_dropped peer=%s reason=%s received_bytes=%d deadline_seconds=%g",
+            ticket.address,
+            why,
+            len(received),
+            gate.associate_deadline_seconds,
+        )
+        return None
+    sock.settimeout(None)  # pynetdicom reads a blocking socket
+    return bytes(received)
 
 
 def _may_be_sender(address: str) -> bool:
@@ -378,8 +452,6 @@ def serve(*, address: str, port: int, stop: threading.Event) -> None:
     )
     server.gate = gate
     ae._servers.append(server)  # so ae.shutdown() stops it as it does its own
-    deadlines = threading.Thread(target=gate.run, name="dicom-deadlines", daemon=True)
-    deadlines.start()
     thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
     thread.start()
     logger.info(
@@ -397,7 +469,5 @@ def serve(*, address: str, port: int, stop: threading.Event) -> None:
         stop.wait()
     finally:
         ae.shutdown()
-        gate.close()
         thread.join(timeout=10)
-        deadlines.join(timeout=10)
         logger.info("event=dicom_stopped")

@@ -3,8 +3,6 @@ deadlines, and which addresses may be a sender. Nothing running."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from backend.dicomnet.gate import (
@@ -35,28 +33,24 @@ def _gate(clock=None, **limits) -> Gate:
     return Gate(**options, clock=clock) if clock else Gate(**options)
 
 
-def _noop() -> None:
-    pass
-
-
 def test_pending_connections_are_limited_per_address_and_in_all():
     gate = _gate()
-    tickets = [gate.admit("10.0.0.1", on_expire=_noop)[0] for _ in range(3)]
+    tickets = [gate.admit("10.0.0.1")[0] for _ in range(3)]
     assert all(tickets)
-    assert gate.admit("10.0.0.1", on_expire=_noop) == (None, TOO_MANY_PENDING_FROM_ADDRESS)
-    assert gate.admit("10.0.0.2", on_expire=_noop)[0] is not None
-    assert gate.admit("10.0.0.3", on_expire=_noop)[0] is not None
-    assert gate.admit("10.0.0.4", on_expire=_noop) == (None, TOO_MANY_PENDING)
+    assert gate.admit("10.0.0.1") == (None, TOO_MANY_PENDING_FROM_ADDRESS)
+    assert gate.admit("10.0.0.2")[0] is not None
+    assert gate.admit("10.0.0.3")[0] is not None
+    assert gate.admit("10.0.0.4") == (None, TOO_MANY_PENDING)
     assert gate.pending == 5
     gate.release(tickets[0])
-    assert gate.admit("10.0.0.1", on_expire=_noop)[0] is not None
+    assert gate.admit("10.0.0.1")[0] is not None
 
 
 def test_pending_connections_do_not_count_against_the_association_limit():
     gate = _gate(max_pending=10, max_pending_per_address=10)
-    idle = [gate.admit("10.0.0.9", on_expire=_noop)[0] for _ in range(8)]
+    idle = [gate.admit("10.0.0.9")[0] for _ in range(8)]
     assert all(idle)
-    sender, _ = gate.admit("10.0.0.1", on_expire=_noop)
+    sender, _ = gate.admit("10.0.0.1")
     gate.request_received(sender)
     assert gate.associate(sender)
     assert (gate.pending, gate.associations) == (8, 1)
@@ -64,7 +58,7 @@ def test_pending_connections_do_not_count_against_the_association_limit():
 
 def test_past_the_association_limit_a_sender_is_refused_until_one_ends():
     gate = _gate()
-    first, second, third = (gate.admit(f"10.0.0.{n}", on_expire=_noop)[0] for n in range(3))
+    first, second, third = (gate.admit(f"10.0.0.{n}")[0] for n in range(3))
     assert gate.associate(first) and gate.associate(second)
     assert not gate.associate(third)
     assert (gate.pending, gate.associations) == (1, 2)
@@ -75,8 +69,8 @@ def test_past_the_association_limit_a_sender_is_refused_until_one_ends():
 
 def test_release_is_idempotent_and_frees_what_the_ticket_held():
     gate = _gate()
-    pending, _ = gate.admit("10.0.0.1", on_expire=_noop)
-    associated, _ = gate.admit("10.0.0.1", on_expire=_noop)
+    pending, _ = gate.admit("10.0.0.1")
+    associated, _ = gate.admit("10.0.0.1")
     gate.associate(associated)
     for _ in range(2):
         gate.release(pending)
@@ -85,80 +79,41 @@ def test_release_is_idempotent_and_frees_what_the_ticket_held():
     assert not gate.associate(pending)  # a closed connection never becomes an association
 
 
-def test_the_deadline_runs_from_accept_and_is_not_reset_by_progress():
+def test_the_deadline_runs_from_accept_whatever_happens_meanwhile():
     clock = Clock()
     gate = _gate(clock)
-    trickling, _ = gate.admit("10.0.0.1", on_expire=_noop)
-    clock.now += 9.9
-    assert gate.expire_due() == []
-    clock.now += 0.1
-    assert gate.expire_due() == [trickling]
-    assert gate.pending == 0
-    assert not gate.associate(trickling)  # a request completing after its deadline is too late
-    assert gate.expire_due() == []
+    ticket, _ = gate.admit("10.0.0.1")
+    assert gate.remaining(ticket) == 10.0
+    clock.now += 9.5
+    gate.admit("10.0.0.1")  # other connections, bytes received: nothing moves it
+    assert gate.remaining(ticket) == 0.5
+    clock.now += 0.5
+    assert gate.remaining(ticket) <= 0
 
 
-def test_a_complete_request_or_an_association_stops_the_deadline():
-    clock = Clock()
-    gate = _gate(clock)
-    requested, _ = gate.admit("10.0.0.1", on_expire=_noop)
-    associated, _ = gate.admit("10.0.0.2", on_expire=_noop)
-    released, _ = gate.admit("10.0.0.3", on_expire=_noop)
-    gate.request_received(requested)
-    gate.associate(associated)
-    gate.release(released)
-    clock.now += 60
-    assert gate.expire_due() == []
-    assert (gate.pending, gate.associations) == (1, 1)
-
-
-def test_the_deadline_thread_ends_expired_connections_and_stops_on_close():
-    gate = _gate(associate_deadline_seconds=0.05)
-    dropped = threading.Event()
-    thread = threading.Thread(target=gate.run, daemon=True)
-    thread.start()
-    try:
-        gate.admit("10.0.0.1", on_expire=dropped.set)
-        assert dropped.wait(timeout=10)
-        assert gate.pending == 0
-    finally:
-        gate.close()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
-
-
-def test_a_failing_drop_does_not_stop_the_deadline_thread():
-    gate = _gate(associate_deadline_seconds=0.01)
-    dropped = threading.Event()
-
-    def broken() -> None:
-        raise OSError("bad file descriptor")
-
-    thread = threading.Thread(target=gate.run, daemon=True)
-    thread.start()
-    try:
-        gate.admit("10.0.0.1", on_expire=broken)
-        gate.admit("10.0.0.2", on_expire=dropped.set)
-        assert dropped.wait(timeout=10)
-    finally:
-        gate.close()
-        thread.join(timeout=10)
+def test_a_request_received_stays_pending_until_it_names_a_sender():
+    gate = _gate()
+    ticket, _ = gate.admit("10.0.0.1")
+    gate.request_received(ticket)
+    assert (gate.pending, gate.associations) == (1, 0)
+    assert gate.associate(ticket)
+    assert (gate.pending, gate.associations) == (0, 1)
 
 
 def test_refusals_are_logged_once_per_address_and_reason_per_interval(caplog):
     clock = Clock()
     gate = _gate(clock, max_pending_per_address=1)
-    gate.admit("10.0.0.1", on_expire=_noop)
+    gate.admit("10.0.0.1")
     caplog.set_level("WARNING", logger="backend.dicomnet.gate")
     for _ in range(50):
-        gate.admit("10.0.0.1", on_expire=_noop)
+        gate.admit("10.0.0.1")
     gate.log_refusal("10.0.0.7", ADDRESS_NOT_A_SENDER)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert "peer=10.0.0.1 reason=too_many_pending_from_address" in lines[0]
     assert "peer=10.0.0.7 reason=address_not_a_sender" in lines[1]
     clock.now += 11
-    gate.admit("10.0.0.1", on_expire=_noop)
+    gate.admit("10.0.0.1")
     assert "unlogged_since_last=49" in caplog.records[-1].getMessage()
 
 

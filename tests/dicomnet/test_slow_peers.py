@@ -162,6 +162,15 @@ def test_a_trickled_request_and_a_silent_connection_are_dropped_at_the_deadline(
     assert echoscu(scp.port, aet="MODALITY").returncode == 0
 
 
+def test_an_association_request_claiming_gigabytes_is_not_read(start_scp, sender):
+    scp = start_scp(CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS=300, CXRQ_DICOM_ACSE_TIMEOUT_SECONDS=300)
+    with _sockets(scp.port, ["127.0.0.2"]) as (huge,):
+        huge.sendall(b"\x01\x00" + (2**31).to_bytes(4, "big") + _associate_rq()[6:])
+        assert _closed_by_peer(huge, within=30)  # at once, long before the deadline
+    assert "event=dicom_connection_dropped peer=127.0.0.2 reason=associate_request_too_large" in scp.log
+    assert echoscu(scp.port, aet="MODALITY").returncode == 0
+
+
 def test_pending_connections_from_one_address_are_limited_at_accept(start_scp, sender):
     scp = start_scp(CXRQ_DICOM_MAX_PENDING_PER_ADDRESS=3)
     with _sockets(scp.port, ["127.0.0.2"] * 4) as (*admitted, extra):
@@ -196,3 +205,12 @@ def test_where_every_sender_has_a_host_other_addresses_are_refused_at_accept(sta
     misplaced = _echo_from(scp.port, "127.0.0.2", "MODALITY")
     assert misplaced.is_rejected
     assert "calling_ae=MODALITY peer=127.0.0.2 reason=address_not_allowed" in scp.log
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("CXRQ_DICOM_MAX_PENDING_PER_ADDRESS", "0"), ("CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS", "0")],
+)
+def test_a_gate_that_would_admit_no_one_or_never_drop_anyone_does_not_start(start_scp, setting, value):
+    with pytest.raises(RuntimeError, match=setting):
+        start_scp(**{setting: value})
