@@ -442,7 +442,11 @@ def serve(*, address: str, port: int, stop: threading.Event) -> None:
         max_associations=settings.DICOM_MAX_ASSOCIATIONS,
         max_pending=settings.DICOM_MAX_PENDING,
         max_pending_per_address=settings.DICOM_MAX_PENDING_PER_ADDRESS,
-        associate_deadline_seconds=settings.DICOM_ASSOCIATE_DEADLINE_SECONDS,
+        # The ACSE timeout bounded the wait for a request before there was a deadline; the
+        # smaller of the two keeps a deployment that lowered it as strict as it was.
+        associate_deadline_seconds=min(
+            settings.DICOM_ASSOCIATE_DEADLINE_SECONDS, settings.DICOM_ACSE_TIMEOUT_SECONDS
+        ),
     )
     server: _GatedServer = ae.make_server(
         (address, port),

@@ -585,6 +585,7 @@ if not 1 <= DICOM_MAX_PENDING_PER_ADDRESS <= DICOM_MAX_PENDING:
     raise ImproperlyConfigured("CXRQ_DICOM_MAX_PENDING_PER_ADDRESS must be from 1 to CXRQ_DICOM_MAX_PENDING")
 # Seconds from accept within which the whole A-ASSOCIATE-RQ must have arrived, not reset by each
 # byte (a peer trickling its request is dropped, as the HTTP edge drops a trickled request head).
+# The ACSE timeout below applies instead where it is smaller.
 DICOM_ASSOCIATE_DEADLINE_SECONDS = env.float("CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS", default=10.0)
 if not DICOM_ASSOCIATE_DEADLINE_SECONDS > 0:
     raise ImproperlyConfigured("CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS must be more than 0")

@@ -162,6 +162,13 @@ def test_a_trickled_request_and_a_silent_connection_are_dropped_at_the_deadline(
     assert echoscu(scp.port, aet="MODALITY").returncode == 0
 
 
+def test_a_lower_acse_timeout_still_bounds_the_wait_for_the_request(start_scp, sender):
+    scp = start_scp(CXRQ_DICOM_ACSE_TIMEOUT_SECONDS=1.5)
+    with _sockets(scp.port, ["127.0.0.2"]) as (idle,):
+        assert _closed_by_peer(idle, within=30)
+    assert "peer=127.0.0.2 reason=associate_deadline received_bytes=0 deadline_seconds=1.5" in scp.log
+
+
 def test_an_association_request_claiming_gigabytes_is_not_read(start_scp, sender):
     scp = start_scp(CXRQ_DICOM_ASSOCIATE_DEADLINE_SECONDS=300, CXRQ_DICOM_ACSE_TIMEOUT_SECONDS=300)
     with _sockets(scp.port, ["127.0.0.2"]) as (huge,):
