@@ -22,6 +22,7 @@ from backend.clients import ratelimit
 from backend.clients import selectors as key_selectors
 from backend.clients.models import ApiKey, Client, Scope
 from backend.core.logging import request_id_var
+from backend.jobs import errors as job_errors
 from backend.web import errors
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,11 @@ def charge(who: Signed, *, write: bool, cost: int = 1) -> None:
     rate = ratelimit.Rate.parse(who.client.rate_for(scope))
     if rate is None:
         return
+    if not ratelimit.fits(rate, cost):  # more files at once than the whole rate: no wait lets them in
+        raise job_errors.TooManyImages(
+            f"Upload at most {rate.count} images at once.",
+            details={"images": cost, "max_images": rate.count, "rate": who.client.rate_for(scope)},
+        )
     wait = ratelimit.acquire(f"{scope}:{who.client.pk}", rate, cost)
     if wait > 0:
         raise errors.RateLimited(retry_after=ratelimit.retry_after_seconds(wait))
