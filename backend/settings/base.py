@@ -230,7 +230,7 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
 # else the broker's when that is Redis; empty: the database (the embedded default).
 _REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 # kombu's transport for the URL's scheme, replaced where kombu's own is unsafe for our use
-# (backend/broker_transports.py; docs/operations.md#the-embedded-default): the filesystem one
+# (backend/broker_transports.py; docs/operations.md#the-embedded-default-make-run): the filesystem one
 # writes in place and corrupts reads by another process; the virtual ones (filesystem, Redis)
 # stop the worker on a message they cannot decode.
 CELERY_BROKER_TRANSPORT = {

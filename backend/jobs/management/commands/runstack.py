@@ -262,10 +262,13 @@ class Supervisor:
 
 
 def _name(proc: psutil.Process) -> str:
+    """Which program: `python -m celery` reads as celery, gunicorn's workers as gunicorn."""
     try:
-        return proc.name()
+        argv = proc.cmdline()
     except psutil.Error:
         return "?"
+    words = [a for a in argv[1:4] if not a.startswith("-")] or argv[:1]
+    return Path(words[0]).name if words else "?"
 
 
 class _Stop:
