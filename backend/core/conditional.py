@@ -8,8 +8,8 @@
 - anything in the header that is not an entity tag is ignored (a malformed header matches
   nothing, so the client gets the full answer rather than a wrong 304).
 
-Callers: backend/jobs/api.py (a job, a batch) and backend/web/views.py (the image preview,
-the watched jobs' states).
+Callers: backend/jobs/api.py (a job, a batch), backend/web/views.py (the image preview, the
+watched jobs' states) and backend/interop/api.py (a job's SR and FHIR report).
 """
 
 from __future__ import annotations

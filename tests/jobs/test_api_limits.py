@@ -86,8 +86,10 @@ def test_image_and_images_together_are_refused_not_half_taken(api):
         {"page_size": ""},
     ],
 )
-def test_a_malformed_page_or_page_size_is_400_invalid_page(api, query):
-    assert_error(api.get("/api/v1/jobs", query), 400, "invalid_page")
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/dicom/unscored"])
+def test_a_malformed_page_or_page_size_is_400_invalid_page(api, query, path):
+    """On every paged endpoint (each uses JobPagination)."""
+    assert_error(api.get(path, query), 400, "invalid_page")
 
 
 def test_well_formed_pages_still_page(api):
