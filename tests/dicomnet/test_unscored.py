@@ -203,3 +203,32 @@ def test_rows_past_retention_are_pruned_and_the_tally_stays(sender):
     with override_settings(DICOM_UNSCORED_RETENTION_DAYS=0):
         UnscoredInstance.objects.update(last_received_at=timezone.now() - timedelta(days=3650))
         assert unscored_prune() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_instance_from_two_associations_at_once_is_one_row(sender):
+    """Two receiver threads record the same lateral together: the unique constraint and the
+    service's retry leave one row received twice, and the tally counts both."""
+    import threading
+
+    from django.db import connections
+
+    lateral = changed(cr_chest(seed=14), ViewPosition="LL")
+    start = threading.Barrier(2)
+    rows: list[int] = []
+
+    def send() -> None:
+        try:
+            start.wait(timeout=10)
+            rows.append(receive(sender, lateral).unscored.id)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert UnscoredInstance.objects.get().times_received == 2
+    assert tally() == {"not_chest_xray": 2}
