@@ -45,10 +45,10 @@ TOO_MANY_PENDING = "too_many_pending"
 TOO_MANY_PENDING_FROM_ADDRESS = "too_many_pending_from_address"
 ADDRESS_NOT_A_SENDER = "address_not_a_sender"
 
-# A refusal is logged once per (address, reason) this often, with how many went unlogged: a peer
-# hammering the port cannot flood the log.
+# A refusal or a drop is logged once per (address, reason) this often, with how many went unlogged:
+# a peer hammering the port cannot flood the log.
 REFUSAL_LOG_INTERVAL_SECONDS = 10.0
-_REFUSAL_LOG_KEYS = 1024
+_LOGGED_KEYS = 1024
 
 
 @dataclass(eq=False)
@@ -79,7 +79,7 @@ class Gate:
         self._pending_by_address: Counter[str] = Counter()
         self._pending = 0
         self._associations = 0
-        self._refusals_logged: dict[tuple[str, str], tuple[float, int]] = {}
+        self._logged: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     @property
     def pending(self) -> int:
@@ -138,24 +138,47 @@ class Gate:
             ticket.state = CLOSED
 
     def log_refusal(self, address: str, why: str) -> None:
+        """A connection closed at accept (throttled: see REFUSAL_LOG_INTERVAL_SECONDS)."""
+        unlogged = self._unlogged_since_last("refused", address, why)
+        if unlogged is not None:
+            logger.warning(
+                "event=dicom_connection_refused peer=%s reason=%s pending=%d associations=%d "
+                "unlogged_since_last=%d",
+                address,
+                why,
+                self._pending,
+                self._associations,
+                unlogged,
+            )
+
+    def log_drop(self, address: str, why: str, *, received_bytes: int) -> None:
+        """A connection ended before its association request was complete (throttled too)."""
+        unlogged = self._unlogged_since_last("dropped", address, why)
+        if unlogged is not None:
+            logger.warning(
+                "event=dicom_connection_dropped peer=%s reason=%s received_bytes=%d deadline_seconds=%g "
+                "unlogged_since_last=%d",
+                address,
+                why,
+                received_bytes,
+                self.associate_deadline_seconds,
+                unlogged,
+            )
+
+    def _unlogged_since_last(self, event: str, address: str, why: str) -> int | None:
+        """None while this (event, address, reason) was logged less than the interval ago (and
+        count it); else how many went unlogged since, the clock restarting now."""
         now = self._clock()
-        key = (address, why)
+        key = (event, address, why)
         with self._lock:
-            last, unlogged = self._refusals_logged.get(key, (float("-inf"), 0))
+            last, unlogged = self._logged.get(key, (float("-inf"), 0))
             if now - last < REFUSAL_LOG_INTERVAL_SECONDS:
-                self._refusals_logged[key] = (last, unlogged + 1)
-                return
-            if len(self._refusals_logged) >= _REFUSAL_LOG_KEYS:
-                self._refusals_logged.clear()
-            self._refusals_logged[key] = (now, 0)
-        logger.warning(
-            "event=dicom_connection_refused peer=%s reason=%s pending=%d associations=%d unlogged_since_last=%d",
-            address,
-            why,
-            self._pending,
-            self._associations,
-            unlogged,
-        )
+                self._logged[key] = (last, unlogged + 1)
+                return None
+            if len(self._logged) >= _LOGGED_KEYS:
+                self._logged.clear()
+            self._logged[key] = (now, 0)
+        return unlogged
 
     def _forget_pending(self, ticket: Ticket) -> None:
         if ticket.state not in (PENDING, REQUESTED):

@@ -304,13 +304,7 @@ def _read_associate_request(sock: socket.socket, gate: Gate, ticket: Ticket) -> 
     except OSError:
         return None
     if why:
-        logger.warning(
-            "event=dicom_connection_dropped peer=%s reason=%s received_bytes=%d deadline_seconds=%g",
-            ticket.address,
-            why,
-            len(received),
-            gate.associate_deadline_seconds,
-        )
+        gate.log_drop(ticket.address, why, received_bytes=len(received))
         return None
     sock.settimeout(None)  # pynetdicom reads a blocking socket
     return bytes(received)

@@ -117,6 +117,23 @@ def test_refusals_are_logged_once_per_address_and_reason_per_interval(caplog):
     assert "unlogged_since_last=49" in caplog.records[-1].getMessage()
 
 
+def test_drops_are_throttled_apart_from_refusals(caplog):
+    clock = Clock()
+    gate = _gate(clock)
+    caplog.set_level("WARNING", logger="backend.dicomnet.gate")
+    gate.log_refusal("10.0.0.1", TOO_MANY_PENDING)
+    for _ in range(3):
+        gate.log_drop("10.0.0.1", "associate_deadline", received_bytes=5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert (
+        "event=dicom_connection_dropped peer=10.0.0.1 reason=associate_deadline received_bytes=5" in lines[1]
+    )
+    clock.now += 11
+    gate.log_drop("10.0.0.1", "associate_deadline", received_bytes=0)
+    assert "unlogged_since_last=2" in caplog.records[-1].getMessage()
+
+
 @pytest.mark.parametrize(
     ("address", "hosts", "expected"),
     [
