@@ -69,3 +69,47 @@ def test_anonymous_callers_get_the_status_and_reasons_only(anonymous_api, api, o
     assert {"database", "broker", "workers", "model_version"} <= set(
         operator_api.get("/api/v1/health").json()
     )
+
+
+def _runstack_state(path, pid: int, **states: str) -> None:
+    import json
+
+    components = {
+        name: {"state": s, "pid": None, "restarts": 1, "since": "", "last_exit": -9}
+        for name, s in states.items()
+    }
+    path.write_text(json.dumps({"pid": pid, "updated_at": "", "components": components}))
+
+
+def test_under_make_run_health_names_the_component_that_is_down(
+    operator_api, anonymous_api, settings, worker, tmp_path
+):
+    """runstack writes its processes' states to a file (backend/jobs/management/commands/runstack.py);
+    while it restarts one that died, health is degraded and says which."""
+    import os
+
+    worker.start()
+    state = tmp_path / "runstack-8000.json"
+    settings.RUNSTACK_STATE_FILE = str(state)
+    _runstack_state(state, os.getpid(), web="up", worker="down", dispatcher="up")
+    body = operator_api.get("/api/v1/health").json()
+    assert body["reasons"] == ["worker_process_down"]
+    assert body["stack"]["components"]["worker"] == "down"
+    assert anonymous_api.get("/api/v1/health").json() == {
+        "status": "degraded",
+        "reasons": ["worker_process_down"],
+    }
+
+    _runstack_state(state, os.getpid(), web="up", worker="up", dispatcher="up")
+    assert operator_api.get("/api/v1/health").json()["reasons"] == []
+
+
+def test_a_runstack_state_without_its_runstack_is_not_believed(operator_api, settings, worker, tmp_path):
+    worker.start()
+    state = tmp_path / "runstack-8000.json"
+    settings.RUNSTACK_STATE_FILE = str(state)
+    _runstack_state(state, 2**22 + 12345, web="up", worker="up")  # no such process
+    body = operator_api.get("/api/v1/health").json()
+    assert body["stack"] == {"ok": False, "error": "runstack_state_unavailable"}
+    settings.RUNSTACK_STATE_FILE = ""
+    assert "stack" not in operator_api.get("/api/v1/health").json()
