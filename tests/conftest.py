@@ -248,7 +248,7 @@ class WebServer:
             try:
                 requests.get(f"{self.url}/api/v1/health", timeout=2)
                 return
-            except requests.ConnectionError as exc:
+            except (requests.ConnectionError, requests.Timeout) as exc:  # accepted before a worker booted
                 if self.proc.poll() is not None:
                     raise RuntimeError(
                         f"web server exited with {self.proc.returncode}:\n{self.log[-4000:]}"
