@@ -9,6 +9,7 @@ from django.core.paginator import Page, Paginator
 
 from backend.clients.models import Client
 from backend.jobs import selectors
+from backend.jobs.errors import job_error_message
 from backend.jobs.models import Job, JobStatus, Priority
 
 RECENT_PAGE_SIZE = 25
@@ -54,7 +55,9 @@ def job_state(job: Job) -> dict:
         "priority": Priority(job.priority).label,
         "cancel_requested": job.cancel_requested_at is not None,
         "queue": queue,
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "error": {"code": job.error_code, "message": job_error_message(job.error_code, job.error_message)}
+        if job.error_code
+        else None,
     }
 
 
