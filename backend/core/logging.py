@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.config
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -158,10 +159,10 @@ class DicomValuesFilter(logging.Filter):
     an operator needs to find the cause: the logger, the level, the warning's category and the file
     and line that raised it, an exception's class.
 
-    Warnings reach logging as `py.warnings` records (Django's and Celery's logging setup both call
-    `logging.captureWarnings(True)`), one formatted string that starts `path:line: Category: text`;
-    the text is dropped whatever raised it: a library deep in the stack can quote a value that
-    arrived in an image. pynetdicom's protocol messages at WARNING and above (association rejected,
+    Warnings reach logging as `py.warnings` records (`configure` below, Django's LOGGING_CONFIG,
+    and Celery's worker call `logging.captureWarnings(True)`), one formatted string that starts
+    `path:line: Category: text`; the text is dropped whatever raised it: a library deep in the
+    stack can quote a value that arrived in an image. pynetdicom's protocol messages at WARNING and above (association rejected,
     aborted, timeouts) carry no dataset value and are kept, unless they carry an exception.
 
     Installed on the handlers (it runs once for every record that is written, whichever logger it
@@ -211,6 +212,15 @@ def _withhold_warning(record: logging.LogRecord) -> None:
 def _cleared(record: logging.LogRecord) -> None:
     record.exc_info, record.exc_text, record.stack_info = None, None, None
     record.dicom_values_withheld = True
+
+
+def configure(config: dict[str, Any]) -> None:
+    """Django's LOGGING_CONFIG: the LOGGING dict, and Python's warnings routed into logging as
+    `py.warnings` records. Django stopped doing the second long ago and Celery does it only in
+    its workers: without it the web and the DICOM receiver print a warning, highdicom's with a
+    patient's name in it, straight to stderr, where no filter sees it."""
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
 
 
 def withhold_dicom_values(handlers: list[logging.Handler]) -> None:

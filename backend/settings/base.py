@@ -511,6 +511,8 @@ LOG_LEVEL = env.str("CXRQ_LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("CXRQ_LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("CXRQ_LOG_FORMAT must be json or text")
+# The LOGGING dict below, and Python's warnings routed into it (backend/core/logging.py).
+LOGGING_CONFIG = "backend.core.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -33,7 +35,7 @@ from backend.pacs import services as pacs
 from backend.pacs.models import PacsDelivery, PacsDeliveryStatus
 from tests.dicomnet.conftest import ScpProcess
 from tests.dicomnet.factories import cr_chest, require_dcmtk, storescu, write
-from tests.factories import client_and_key
+from tests.factories import ROOT, client_and_key, process_env
 from tests.pacs.conftest import StoreScp
 
 # --- the filter, in this process -----------------------------------------------------------------
@@ -55,7 +57,6 @@ def lines():
     handler = _Lines()
     root = logging.getLogger()
     root.addHandler(handler)
-    logging.captureWarnings(True)
     yield handler.lines
     root.removeHandler(handler)
 
@@ -63,9 +64,14 @@ def lines():
 def test_highdicoms_person_name_warning_is_logged_without_the_name(lines):
     from highdicom.valuerep import check_person_name
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_person_name("SMITHPROBEJOHN")
+    (warning,) = caught
+    # What logging.captureWarnings does with it (pytest holds the warnings machinery in a test).
+    text = warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    assert "SMITHPROBEJOHN" in text
+    logging.getLogger("py.warnings").warning("%s", text)
     (line,) = [line for line in lines if line.startswith("py.warnings")]
     assert "SMITHPROBEJOHN" not in line
     assert "event=library_warning category=UserWarning source=" in line and "text=withheld" in line
@@ -93,6 +99,26 @@ def test_every_process_logs_through_the_filter():
     assert "dicom_values" in config["handlers"]["console"]["filters"]
     assert "dicom_values" in config["loggers"]["py.warnings"]["filters"]
     assert config["filters"]["dicom_values"]["()"] == "backend.core.logging.DicomValuesFilter"
+
+
+def test_a_process_set_up_by_django_logs_a_warning_without_its_text():
+    """The web, the DICOM receiver and `make run` are set up by django.setup() alone (no Celery):
+    a warning there went straight to stderr, name and all, before LOGGING_CONFIG routed it."""
+    code = (
+        "import django, warnings; django.setup(); "
+        "from highdicom.valuerep import check_person_name; check_person_name('SMITHPROBEJOHN')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=process_env({"CXRQ_LOG_FORMAT": "text"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SMITHPROBEJOHN" not in out.stdout + out.stderr
+    assert "logger=py.warnings" in out.stderr and "event=library_warning category=UserWarning" in out.stderr
 
 
 def test_the_handlers_celerys_worker_installs_get_the_filter():
