@@ -4,14 +4,18 @@ Retried, with the same request (so with the same Idempotency-Key for an upload):
 - 429 (`rate_limited`, `client_queue_full`) and 503 (`queue_full`, `database_unavailable`,
   `request_took_too_long`), and 409 `idempotency_key_busy`: after the server's `Retry-After`
   when it sends one, else after an exponential backoff; up to `retries` times;
-- a connection that could not be made or broke: up to `connect_retries` times, with backoff.
-Anything else is an `ApiError` carrying the server's error code and message.
+- a connection that could not be made: quietly, for at most `connect_budget` seconds (3 s) and
+  `connect_retries` times, then `Unreachable`: a server that is down fails fast, in one line;
+- a connection that broke mid-request: up to `connect_retries` times, with backoff, each noted.
+Anything else is an `ApiError` carrying the server's error code and message. Once the run is told to
+stop (a fatal error in another thread, Ctrl-C), nothing is retried or noted any more: `Interrupted`.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +29,8 @@ RETRY_CODES = frozenset({"idempotency_key_busy"})
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 300.0
+CONNECT_BUDGET = 3.0  # seconds of retrying a connection that cannot be made
+CONNECT_TIMEOUT = 5.0  # seconds one connection may take to be made
 
 
 @dataclass
@@ -98,6 +104,7 @@ class Api:
         timeout: float = 60.0,
         retries: int = 8,
         connect_retries: int = 3,
+        connect_budget: float = CONNECT_BUDGET,
         on_retry: Callable[[str, float], None] | None = None,
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -105,13 +112,14 @@ class Api:
         self.base_url = normalise_url(base_url)
         self.retries = retries
         self.connect_retries = connect_retries
+        self.connect_budget = connect_budget
         self.on_retry = on_retry or (lambda _why, _delay: None)
         self.stop = stop or threading.Event()
         self.timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Api-Key {api_key}", "User-Agent": f"cxrq-cli/{__version__}"},
-            timeout=httpx.Timeout(timeout, connect=10.0),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
             transport=transport,
         )
 
@@ -134,11 +142,13 @@ class Api:
         read_timeout: float | None = None,
     ) -> httpx.Response:
         """Send, retrying what can be retried; a 2xx/3xx response, else ApiError / Unreachable."""
-        timeout = httpx.Timeout(read_timeout or self.timeout, connect=10.0)
+        timeout = httpx.Timeout(read_timeout or self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT))
         refusals = failures = 0
+        first_failure: float | None = None
         while True:
             if self.stop.is_set():
                 raise Interrupted()
+            attempt_started = time.monotonic()
             try:
                 response = self._http.request(
                     method, path, params=params, files=files, data=data, headers=headers, timeout=timeout
@@ -146,11 +156,23 @@ class Api:
             except httpx.TransportError as exc:
                 # Connection refused, reset, timed out: the request may or may not have arrived. A
                 # retry is safe: uploads carry an Idempotency-Key, cancel and delete are idempotent.
-                if failures >= self.connect_retries:
-                    raise Unreachable(f"{self.base_url}: {describe_transport_error(exc)}") from None
+                if self.stop.is_set():  # the client was closed under it: the run is over, say nothing
+                    raise Interrupted() from None
+                now = time.monotonic()
+                first_failure = attempt_started if first_failure is None else first_failure
                 delay = backoff(failures)
+                never_connected = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if failures >= self.connect_retries or (
+                    never_connected and now - first_failure + delay > self.connect_budget
+                ):
+                    tries = f" ({plural(failures + 1, 'try', 'tries')} in {now - first_failure:.1f} s)"
+                    raise Unreachable(
+                        f"{self.base_url}: {describe_transport_error(exc)}"
+                        + (tries if never_connected else "")
+                    ) from None
                 failures += 1
-                self.on_retry(f"{describe_transport_error(exc)}", delay)
+                if not never_connected:  # a server that was there and broke off: worth a word
+                    self.on_retry(f"{describe_transport_error(exc)}", delay)
                 self._sleep(delay)
                 continue
             if response.status_code < 400:
@@ -162,20 +184,31 @@ class Api:
                 delay = retry_after_seconds(response)
                 delay = backoff(refusals) if delay is None else delay + random.uniform(0, 0.25)
                 refusals += 1
-                self.on_retry(f"{error.code} (HTTP {error.status})", delay)
+                if not self.stop.is_set():
+                    self.on_retry(f"{error.code} (HTTP {error.status})", delay)
                 self._sleep(delay)
                 continue
             raise error
 
     # --- endpoints -------------------------------------------------------------------------
 
-    def upload(self, name: str, data: bytes, *, idempotency_key: str, priority: str | None) -> dict:
-        form = {"priority": priority} if priority else None
+    def upload(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        idempotency_key: str,
+        priority: str | None,
+        reference: str | None = None,
+    ) -> dict:
+        form = {"priority": priority} if priority else {}
+        if reference is not None:
+            form["reference"] = reference
         response = self.request(
             "POST",
             "/api/v1/jobs",
             files={"image": (name, data, "application/octet-stream")},
-            data=form,
+            data=form or None,
             headers={"Idempotency-Key": idempotency_key},
         )
         return response.json()
@@ -193,11 +226,17 @@ class Api:
     def delete(self, job_id: str) -> dict:
         return self.request("DELETE", f"/api/v1/jobs/{job_id}").json()
 
-    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict]:
+    def result_csv(self, job_id: str) -> bytes:
+        """The server's CSV of a job's result (`GET /jobs/{id}/result.csv`), its bytes as sent."""
+        return self.request("GET", f"/api/v1/jobs/{job_id}/result.csv").content
+
+    def jobs(self, *, status: str | None = None, reference: str | None = None, limit: int = 50) -> list[dict]:
         """The client's jobs, newest first, following `next` until `limit` are read."""
         params: dict[str, Any] = {"page_size": min(max(limit, 1), 500)}
         if status:
             params["status"] = status
+        if reference is not None:
+            params["reference"] = reference
         found: list[dict] = []
         page = self.request("GET", "/api/v1/jobs", params=params).json()
         while True:
@@ -215,6 +254,11 @@ def normalise_url(url: str) -> str:
     if "://" not in url:
         url = f"http://{url}"
     return url
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """`1 file`, `2 files`, `0 files`."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def describe_transport_error(exc: httpx.TransportError) -> str:

@@ -29,8 +29,8 @@ from rich.progress import (
 )
 
 from cxrq_cli import __version__, output
-from cxrq_cli.api import Api, ApiError, Interrupted, Unreachable
-from cxrq_cli.files import Upload, UsageError, collect, sha256_of
+from cxrq_cli.api import Api, ApiError, Interrupted, Unreachable, plural
+from cxrq_cli.files import Found, Upload, UsageError, reference_problem, sha256_of, walk
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -92,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --wait: stop waiting after this long (default 0: until they end)",
     )
     submit.add_argument("--priority", choices=("stat", "routine"), default=None, help="default: routine")
+    naming = submit.add_mutually_exclusive_group()
+    naming.add_argument(
+        "--reference",
+        metavar="REF",
+        default=None,
+        help="your own id for the job(s) (accession, order or correlation id): 1-64 letters, digits, "
+        "spaces and . _ - : / #; never a patient's name",
+    )
+    naming.add_argument(
+        "--reference-from",
+        choices=("path", "name", "stem"),
+        default=None,
+        help="each file's reference from its path relative to the folder given (a file named "
+        "itself: its name), its name, or its name without the extension",
+    )
     submit.add_argument("--json", action="store_true", help="print JSON instead of a table")
     submit.add_argument(
         "--parallel",
@@ -121,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = command("delete", "delete a job's image and result now (it becomes a tombstone)")
     delete.add_argument("job_id", metavar="ID")
+    delete.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask (needed where stdin is not a terminal)"
+    )
     delete.add_argument("--json", action="store_true")
     delete.set_defaults(handler=cmd_delete)
 
     listing = command("list", "list your jobs, newest first")
     listing.add_argument("--status", choices=STATUSES, default=None)
+    listing.add_argument("--reference", metavar="REF", default=None, help="only the jobs with this reference")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_list)
@@ -139,6 +158,7 @@ class Context:
     err: Console
     quiet: bool
     stop: threading.Event
+    secret: str = ""
     progress_note: str = ""
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -158,26 +178,31 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_retry(why: str, delay: float) -> None:
-        if not args.quiet:
+        if not args.quiet and not stop.is_set():
             err.print(f"[dim]retrying in {delay:.1f} s: {why}[/]")
 
     api = Api(url, key, timeout=args.timeout, retries=args.retries, on_retry=on_retry, stop=stop)
-    ctx = Context(api=api, out=output.stdout_console(), err=err, quiet=args.quiet, stop=stop)
+    ctx = Context(api=api, out=output.stdout_console(), err=err, quiet=args.quiet, stop=stop, secret=key)
+    # A fatal error is one line: `stop` is set first, so that no thread still sending (a parallel
+    # upload, a long-poll) notes a retry under it.
     try:
         return args.handler(args, ctx)
     except UsageError as exc:
+        stop.set()
         err.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     except Unreachable as exc:
+        stop.set()
         err.print(f"[red]error:[/] server unreachable: {exc}")
         return EXIT_UNREACHABLE
     except ApiError as exc:
+        stop.set()
         err.print(f"[red]error:[/] {exc.code}: {exc.message} (HTTP {exc.status})")
         return EXIT_AUTH if exc.auth_refused else EXIT_FAILED
     except (KeyboardInterrupt, Interrupted):
         stop.set()
         done = ctx.state.get("uploaded")
-        where = f" after {done} of {ctx.state['total']} uploads" if done is not None else ""
+        where = f" after {done} of {plural(ctx.state['total'], 'upload')}" if done is not None else ""
         err.print(
             f"[yellow]interrupted{where}[/]: running the same command again resumes; "
             "nothing already sent is sent twice (each file's Idempotency-Key is its SHA-256)."
@@ -203,6 +228,7 @@ class Item:
     """One file of the command line and what became of it."""
 
     path: Path
+    reference: str | None = None
     sha256: str = ""
     job: dict | None = None
     error: ApiError | None = None
@@ -219,6 +245,7 @@ class Item:
         job = self.job or {}
         return {
             "file": str(self.path),
+            "reference": self.reference,
             "sha256": self.sha256,
             "job_id": job.get("id"),
             "status": self.status,
@@ -239,6 +266,7 @@ def _progress(ctx: Context, show: bool) -> Progress:
         TimeElapsedColumn(),
         console=ctx.err,
         disable=not show or ctx.quiet or not ctx.err.is_terminal,
+        transient=True,  # gone when it stops, on success or failure: no "Uploading 0/9" left behind
     )
 
 
@@ -259,11 +287,24 @@ def _run_all(ctx: Context, pool: ThreadPoolExecutor, fn, tasks: list, on_done) -
             on_done(task, future)
 
 
+def _reference(args, found: Found) -> str | None:
+    reference = args.reference
+    if args.reference_from:
+        reference = found.reference(args.reference_from)
+    if reference is not None:
+        problem = reference_problem(reference)
+        if problem:
+            where = f"{found.path}: " if args.reference_from else ""
+            raise UsageError(f"{where}--reference {reference!r}: {problem}")
+    return reference
+
+
 def cmd_submit(args, ctx: Context) -> int:
-    paths = collect(args.paths)
-    if not paths:
+    found = walk(args.paths)
+    if not found:
         raise UsageError("no PNG, JPEG or DICOM files found in " + ", ".join(args.paths))
-    items = [Item(path=p) for p in paths]
+    # Every reference is checked before anything is sent.
+    items = [Item(path=f.path, reference=_reference(args, f)) for f in found]
     show = len(items) > 1 or args.wait
     ctx.state.update(total=len(items), uploaded=0)
     # Not a `with` block: its exit would wait for the threads, and one may be in a 30 s long-poll
@@ -278,15 +319,15 @@ def cmd_submit(args, ctx: Context) -> int:
 
 
 def _submit(args, ctx: Context, pool: ThreadPoolExecutor, progress: Progress, items: list[Item]) -> None:
-    # The same bytes under two names are sent once: one job answers both.
-    by_sha: dict[str, list[Item]] = {}
+    # The same bytes under two names (and the same reference) are sent once: one job answers both.
+    by_sha: dict[tuple[str, str | None], list[Item]] = {}
     reading = progress.add_task("Reading", total=len(items))
     for item in items:
         try:
             item.sha256 = sha256_of(item.path)
         except OSError as exc:
             raise UsageError(f"{item.path}: {exc.strerror or exc}") from None
-        by_sha.setdefault(item.sha256, []).append(item)
+        by_sha.setdefault((item.sha256, item.reference), []).append(item)
         progress.advance(reading)
     progress.remove_task(reading)
 
@@ -303,8 +344,9 @@ def _submit(args, ctx: Context, pool: ThreadPoolExecutor, progress: Progress, it
         return ctx.api.upload(
             first.path.name,
             data,
-            idempotency_key=upload.idempotency_key(args.priority),
+            idempotency_key=upload.idempotency_key(args.priority, first.reference, ctx.secret),
             priority=args.priority,
+            reference=first.reference,
         )
 
     def uploaded(group: list[Item], future: Future) -> None:
@@ -329,7 +371,7 @@ def _submit(args, ctx: Context, pool: ThreadPoolExecutor, progress: Progress, it
         waiting = progress.add_task("Waiting", total=len(jobs))
         progress.advance(waiting, sum(1 for job in jobs.values() if job.get("status") in ENDED))
         deadline = time.monotonic() + args.wait_timeout if args.wait_timeout > 0 else None
-        waiter = Waiter(ctx.api, deadline)
+        waiter = Waiter(ctx.api, deadline, on_update=_no_worker_note(progress, waiting, "Waiting"))
 
         def ended(job_id: str, future: Future) -> None:
             exc = future.exception()
@@ -362,7 +404,7 @@ def _report_submit(args, ctx: Context, items: list[Item]) -> int:
     else:
         ctx.out.print(output.submit_table([item.as_dict() for item in items]))
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        ctx.err.print(f"{len(items)} files: {summary}")
+        ctx.err.print(f"{plural(len(items), 'file')}: {summary}")
         if output.untrained([item.job for item in items]):
             ctx.err.print(output.UNTRAINED_NOTE)
     return EXIT_OK if ok else EXIT_FAILED
@@ -374,10 +416,11 @@ class Waiter:
     own `details.max_seconds`; a server that answers at once (no long-poll behind it) is asked at
     most once a second."""
 
-    def __init__(self, api: Api, deadline: float | None = None) -> None:
+    def __init__(self, api: Api, deadline: float | None = None, on_update=None) -> None:
         self.api = api
         self.deadline = deadline
         self.seconds = LONG_POLL_SECONDS
+        self.on_update = on_update or (lambda _job: None)
 
     def wait(self, job_id: str) -> dict:
         while True:
@@ -393,6 +436,7 @@ class Waiter:
                     self.seconds = min(self.seconds, limit)  # threads share this Waiter
                     continue
                 raise
+            self.on_update(job)
             if job.get("status") in ENDED or (
                 self.deadline is not None and time.monotonic() >= self.deadline
             ):
@@ -404,12 +448,26 @@ class Waiter:
 # --- one job ----------------------------------------------------------------------------------
 
 
+def _no_worker_note(progress: Progress, task, description: str):
+    """A Waiter's on_update: while a job waits with no worker running (the API's `queue.state`
+    `no_worker`), the progress line says so instead of only counting."""
+
+    def update(job: dict) -> None:
+        no_worker = (job.get("queue") or {}).get("state") == "no_worker" and job.get("status") == "queued"
+        progress.update(
+            task, description=f"{description} (no worker is running)" if no_worker else description
+        )
+
+    return update
+
+
 def _read(args, ctx: Context) -> dict:
     if not getattr(args, "wait", False):
         return ctx.api.job(args.job_id)
     with _progress(ctx, True) as progress:
-        progress.add_task(f"Waiting for {args.job_id}", total=None)
-        return Waiter(ctx.api).wait(args.job_id)
+        description = f"Waiting for {args.job_id}"
+        task = progress.add_task(description, total=None)
+        return Waiter(ctx.api, on_update=_no_worker_note(progress, task, description)).wait(args.job_id)
 
 
 def cmd_status(args, ctx: Context) -> int:
@@ -431,7 +489,11 @@ def cmd_result(args, ctx: Context) -> int:
     if args.format == "json":
         output.print_json({"id": job["id"], "status": job["status"], "result": job["result"]})
     elif args.format == "csv":
-        sys.stdout.write(output.result_csv(job))
+        # The server's CSV, byte for byte: the same columns as the web client's download.
+        sys.stdout.buffer.write(ctx.api.result_csv(job["id"]))
+        sys.stdout.flush()
+        if output.untrained([job]):
+            ctx.err.print(output.UNTRAINED_NOTE)
     else:
         ctx.out.print(output.result_table(job))
         if output.untrained([job]):
@@ -448,7 +510,28 @@ def cmd_cancel(args, ctx: Context) -> int:
     return EXIT_OK
 
 
+def confirm(ctx: Context, question: str) -> bool:
+    """Ask on the terminal; True only for y/yes. Off a terminal (a script, a pipe), never asks."""
+    ctx.err.print(f"{question} [y/N] ", end="")
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_delete(args, ctx: Context) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "delete removes the job's image and result for good: pass --yes to delete without "
+                "a terminal to confirm on"
+            )
+        job = ctx.api.job(args.job_id)  # an unknown id is said before asking
+        name = job.get("id", args.job_id) + (f" ({job['reference']})" if job.get("reference") else "")
+        if not confirm(ctx, f"Delete job {name}, {job.get('status')}? Its image and result go for good."):
+            ctx.err.print("not deleted")
+            return EXIT_FAILED
     job = ctx.api.delete(args.job_id)
     if args.json:
         output.print_json(job)
@@ -460,11 +543,13 @@ def cmd_delete(args, ctx: Context) -> int:
 def cmd_list(args, ctx: Context) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
-    jobs = ctx.api.jobs(status=args.status, limit=args.limit)
+    jobs = ctx.api.jobs(status=args.status, reference=args.reference, limit=args.limit)
     if args.json:
         output.print_json(jobs)
     else:
         ctx.out.print(output.list_table(jobs, width=ctx.out.width))
+        if output.untrained(jobs):
+            ctx.err.print(output.UNTRAINED_NOTE)
     return EXIT_OK
 
 

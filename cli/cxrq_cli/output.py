@@ -1,9 +1,7 @@
-"""What the CLI prints: rich tables for people, JSON and CSV for programs."""
+"""What the CLI prints: rich tables for people, JSON for programs (the CSV is the server's own)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
@@ -12,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from cxrq_cli.api import plural
 
 ENDED = ("succeeded", "failed", "cancelled", "deleted")
 STYLES = {
@@ -55,10 +55,39 @@ def top_findings(job: dict | None, n: int = 3) -> str:
     return ", ".join(f"{label} {p:.2f}" for label, p in probabilities(job)[:n])
 
 
+def is_untrained(job: dict | None) -> bool:
+    return (((job or {}).get("result") or {}).get("provenance") or {}).get("weights") == "untrained"
+
+
 def untrained(jobs: list[dict | None]) -> bool:
-    return any(
-        ((j or {}).get("result") or {}).get("provenance", {}).get("weights") == "untrained" for j in jobs
-    )
+    return any(is_untrained(j) for j in jobs)
+
+
+UNTRAINED_MARK = "untrained"
+
+
+def findings_text(job: dict) -> Text:
+    """A row's top findings, or its error, with `untrained` before them when the weights are."""
+    error = job.get("error")
+    if error:
+        return Text(f"{error.get('code')}: {error.get('message')}")
+    text = Text()
+    if is_untrained(job):
+        text.append(UNTRAINED_MARK, style="bold yellow")
+        text.append(" ")
+    text.append(top_findings(job) or "-")
+    return text
+
+
+def queue_text(queue: dict) -> str:
+    """`3 jobs ahead, about 12 s`; `3 jobs ahead, no worker is running` when none is live (the
+    API's `queue.state` `no_worker`): no number then, since none would be true."""
+    ahead = queue.get("jobs_ahead")
+    text = plural(ahead, "job") + " ahead" if isinstance(ahead, int) else "? jobs ahead"
+    if queue.get("state") == "no_worker":
+        return f"{text}, no worker is running"
+    eta = queue.get("eta_seconds")
+    return f"{text}, about {eta:.0f} s" if isinstance(eta, (int, float)) else text
 
 
 UNTRAINED_NOTE = (
@@ -68,21 +97,21 @@ UNTRAINED_NOTE = (
 
 
 def submit_table(items: list[dict]) -> Table:
+    """A row per file; a reference column when any file was sent with one."""
+    references = any(item.get("reference") for item in items)
     table = Table(title=None, header_style="bold", expand=False)
     table.add_column("file", overflow="fold", ratio=1)
+    if references:
+        table.add_column("reference", overflow="fold", max_width=24)
     table.add_column("job id", no_wrap=True, min_width=36)  # never cut: it is what the other commands take
     table.add_column("status", no_wrap=True)
     table.add_column("top findings / error", overflow="fold", ratio=2)
     for item in items:
-        error = item.get("error")
-        detail = (
-            f"{error['code']}: {error['message']}" if error else top_findings({"result": item.get("result")})
-        )
-        if item.get("cached") and detail:
-            detail += " (cached result)"
-        table.add_row(
-            item["file"], item.get("job_id") or "-", status_text(item["status"]), Text(detail or "-")
-        )
+        detail = findings_text({"error": item.get("error"), "result": item.get("result")})
+        if item.get("cached") and not item.get("error"):
+            detail.append(" (cached result)")
+        middle = [Text(item.get("reference") or "-")] if references else []
+        table.add_row(item["file"], *middle, item.get("job_id") or "-", status_text(item["status"]), detail)
     return table
 
 
@@ -91,6 +120,8 @@ def job_table(job: dict) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("id", job.get("id", ""))
+    if job.get("reference"):
+        table.add_row("reference", Text(job["reference"]))
     table.add_row("status", status_text(job.get("status", "")))
     for key in ("priority", "image_format", "model_version", "created_at", "started_at", "finished_at"):
         if job.get(key):
@@ -98,17 +129,15 @@ def job_table(job: dict) -> Table:
     if job.get("attempts"):
         table.add_row("attempts", str(job["attempts"]))
     queue = job.get("queue")
-    if queue:
-        eta = queue.get("eta_seconds")
-        eta_text = f", about {eta:.0f} s" if isinstance(eta, (int, float)) else ""
-        table.add_row("queue", f"{queue.get('jobs_ahead', '?')} jobs ahead{eta_text}")
+    if queue and job.get("status") == "queued":
+        table.add_row("queue", queue_text(queue))
     if job.get("cancel_requested_at") and job.get("status") not in ENDED:
         table.add_row("cancel", f"requested at {job['cancel_requested_at']}")
     if job.get("error"):
         table.add_row("error", f"{job['error'].get('code')}: {job['error'].get('message')}")
     findings = top_findings(job)
     if findings:
-        table.add_row("top findings", findings)
+        table.add_row("top findings", findings_text(job))
     return table
 
 
@@ -118,7 +147,8 @@ def result_table(job: dict) -> Table:
     caption = ", ".join(
         f"{k}: {provenance[k]}" for k in ("model_version", "weights", "precision") if provenance.get(k)
     )
-    table = Table(title=f"job {job.get('id')}", caption=caption or None, header_style="bold")
+    title = f"job {job.get('id')}" + (f" ({job['reference']})" if job.get("reference") else "")
+    table = Table(title=title, caption=caption or None, header_style="bold")
     table.add_column("pathology", no_wrap=True)
     table.add_column("probability", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
@@ -128,34 +158,27 @@ def result_table(job: dict) -> Table:
     return table
 
 
-def result_csv(job: dict) -> str:
-    """One row per pathology, in the model's order (its `provenance.labels`), for spreadsheets."""
-    result = job.get("result") or {}
-    probs = result.get("probabilities") or {}
-    labels = (result.get("provenance") or {}).get("labels") or list(probs)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job_id", "pathology", "probability"])
-    for label in labels:
-        if label in probs:
-            writer.writerow([job.get("id"), label, probs[label]])
-    return out.getvalue()
-
-
 def list_table(jobs: list[dict], width: int = 160) -> Table:
-    """Narrower than 110 columns, the priority and the creation time are left out: the ids stay whole."""
-    wide = width >= 110
+    """Narrower than 130 columns, the priority and the creation time are left out: the ids stay whole.
+    A job's reference (the client's own id for it) is its second column; `untrained` leads the findings
+    of a job scored by the untrained fallback weights."""
+    wide = width >= 130
     table = Table(header_style="bold")
     table.add_column("job id", no_wrap=True, min_width=36)
+    table.add_column("reference", overflow="fold", max_width=24)
     table.add_column("status", no_wrap=True, min_width=11)
     if wide:
         table.add_column("priority", no_wrap=True, min_width=7)
         table.add_column("created", no_wrap=True, min_width=19)
     table.add_column("top findings / error", overflow="fold")
     for job in jobs:
-        error = job.get("error")
-        detail = f"{error.get('code')}: {error.get('message')}" if error else top_findings(job)
         created = (job.get("created_at") or "")[:19].replace("T", " ")
         middle = [job.get("priority", "") or "", created] if wide else []
-        table.add_row(job.get("id", ""), status_text(job.get("status", "")), *middle, Text(detail or "-"))
+        table.add_row(
+            job.get("id", ""),
+            Text(job.get("reference") or "-"),
+            status_text(job.get("status", "")),
+            *middle,
+            findings_text(job),
+        )
     return table
