@@ -85,6 +85,23 @@ def retrying(step: str, call):
             delay = min(delay * 2, 2.0)
 
 
+class Throughput:
+    """Images per second of this loop's recent batches, exponentially weighted (each batch's
+    weight ALPHA): what the heartbeat reports, and so what the waiting-time estimate divides by.
+    Before the first batch, the engine's benchmark figure (`seed`)."""
+
+    ALPHA = 0.3
+
+    def __init__(self, seed: float | None = None):
+        self.value = seed
+
+    def record(self, images: int, seconds: float) -> None:
+        if images <= 0 or seconds <= 0:
+            return
+        rate = images / seconds
+        self.value = rate if self.value is None else self.value + self.ALPHA * (rate - self.value)
+
+
 class BatchLoop:
     def __init__(
         self,
@@ -101,6 +118,7 @@ class BatchLoop:
         self._held_lock = threading.Lock()
         self._ahead: tuple[ClaimedBatch, Prepared] | None = None
         self._deadline = 0.0
+        self.throughput = Throughput()
 
     def held_claims(self) -> list[uuid.UUID]:
         """Claim tokens of the batches this loop holds: in hand and claimed ahead."""
@@ -203,11 +221,14 @@ class BatchLoop:
 
     # --- running ------------------------------------------------------------------------
     def _run(self, batch: ClaimedBatch, prepared: Prepared | None) -> int:
+        started = time.perf_counter()
         try:
             if prepared is None:
                 prepared = self.handler.start_preprocessing(batch)
             handled = self.handler.handle(batch, prepared, before_inference=self._claim_ahead)
             self._settle(batch, handled)
+            if handled.inference_error is None:
+                self.throughput.record(len(batch.jobs), time.perf_counter() - started)
         except Exception as exc:
             self._give_back(batch, exc)
             if not is_infrastructure_error(exc):

@@ -117,6 +117,7 @@ class WorkerProcess:
                 config=self.config,
                 stopping=self.stopping,
             )
+            self.loop.throughput.value = self._benchmark()
             self._heartbeat()
             beat = settings.WORKER_HEARTBEAT_SECONDS
             self._loops = [
@@ -136,11 +137,32 @@ class WorkerProcess:
 
     def info(self) -> dict[str, Any]:
         assert self.runtime is not None and self.config is not None
+        rate = self.loop.throughput.value if self.loop is not None else None
         return self.runtime.describe() | {
             "batch_max_size": self.config.batch_max_size,
             "batch_max_wait_ms": self.config.batch_max_wait_ms,
             "preprocess_workers": self.config.preprocess_workers,
+            # Measured throughput (worker/batch_loop.py Throughput): the waiting-time estimate's divisor.
+            "images_per_second": None if rate is None else round(rate, 3),
         }
+
+    def _benchmark(self) -> float | None:
+        """The engine's figure before any batch: one full batch of blank inputs through the model,
+        timed (the model is warm: load_runtime ran its warm-up). None if it cannot run."""
+        import numpy as np
+
+        from worker.runtime.preprocess import INPUT_SIZE
+
+        assert self.runtime is not None and self.config is not None
+        size = max(1, self.config.batch_max_size)
+        try:
+            started = time.perf_counter()
+            self.runtime.predict(np.zeros((size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
+            elapsed = time.perf_counter() - started
+        except Exception:  # no figure is better than no worker
+            logger.warning("event=benchmark_failed worker_id=%s", self.worker_id, exc_info=True)
+            return None
+        return size / elapsed if elapsed > 0 else None
 
     def _heartbeat(self) -> None:
         """Renew the leases of what this process holds (first: it is what loses work when

@@ -37,6 +37,7 @@ class ClientAdmin(admin.ModelAdmin):
         "max_queued_jobs",
         "webhook_allowed_hosts",
         "webhook_payload_format",
+        "reference_from_dicom",
         "image_retention_days",
         "result_retention_days",
         "eligibility",

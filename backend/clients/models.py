@@ -115,6 +115,16 @@ class Client(models.Model):
         help_text="What this client's webhooks carry: the job's JSON, or its result as a FHIR "
         "DiagnosticReport (backend/interop/fhir.py).",
     )
+    reference_from_dicom = models.CharField(
+        max_length=24,
+        choices=[
+            ("accession_number", "accession_number: the Accession Number (0008,0050)"),
+            ("none", "none: no reference unless the upload gives one"),
+        ],
+        default="accession_number",
+        help_text="A DICOM upload (HTTP or C-STORE) that gives no reference takes this as its job's "
+        "reference, sealed at rest and shown only to this client (backend/jobs/reference.py).",
+    )
     image_retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,

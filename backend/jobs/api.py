@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -17,7 +18,8 @@ from backend.core.conditional import if_none_match
 from backend.core.pagination import StrictPageNumberPagination
 from backend.edge import waiting
 from backend.edge.asgi import body_limit
-from backend.jobs import errors, schema, selectors
+from backend.interop import errors as report_errors
+from backend.jobs import csv_export, errors, schema, selectors
 from backend.jobs.models import JobStatus
 from backend.jobs.serializers import BatchSerializer, JobDetailSerializer, JobOutputSerializer, public_url
 from backend.jobs.services import batches, cancellation, deletion, intake
@@ -67,6 +69,7 @@ class JobCollectionApi(APIView):
             idempotency_key=request.headers.get("Idempotency-Key"),
             priority=request.data.get("priority"),
             callback_url=request.data.get("callback_url"),
+            reference=_one_reference(request),
         )
         job = outcome.job
         action = "job.deduplicated" if outcome.deduplicated else "job.created"
@@ -79,11 +82,18 @@ class JobCollectionApi(APIView):
 
     @extend_schema(**schema.LIST)
     def get(self, request: Request) -> Response:
-        qs = selectors.job_list(client=request.user, status=request.query_params.get("status"))
+        qs = selectors.job_list(
+            client=request.user,
+            status=request.query_params.get("status"),
+            reference=request.query_params.get("reference"),
+        )
         paginator = JobPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = JobOutputSerializer(page, many=True, context={"request": request}).data
+        # Never the reference itself in the audit details: only whether the list was filtered by one.
         details = {"status": request.query_params.get("status", ""), "returned": len(data)}
+        if "reference" in request.query_params:
+            details["by_reference"] = True
         audit_read(actor=actor_from_request(request), action="jobs.listed", details=details)
         return paginator.get_paginated_response(data)
 
@@ -114,6 +124,18 @@ class JobDetailApi(APIView):
         job = deletion.job_delete(client=request.user, job_id=job_id)
         audit_write(actor=actor_from_request(request), action="job.deleted", job_ids=[job.id])
         return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+def _one_reference(request: Request) -> str | None:
+    """The `reference` form field of a single upload (400 invalid_reference when sent twice)."""
+    if not hasattr(request.data, "getlist"):
+        return None
+    values = request.data.getlist("reference")
+    if len(values) > 1:
+        raise errors.InvalidReference(
+            "Send one reference for one image.", details={"field": "reference", "references": len(values)}
+        )
+    return values[0] if values else None
 
 
 def _wait_seconds(request: Request) -> int:
@@ -155,6 +177,31 @@ def job_etag_parts(job) -> tuple:
     )
 
 
+class JobResultCsvApi(APIView):
+    """GET /jobs/{id}/result.csv: the result as the one CSV (backend/jobs/csv_export.py)."""
+
+    throttle_classes = [ClientRateThrottle]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        # The answer is CSV, not rendered; errors stay JSON whatever Accept asked for.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(**schema.RESULT_CSV)
+    def get(self, request: Request, job_id: str) -> HttpResponse:
+        job = selectors.job_get(client=request.user, job_id=job_id)
+        if job.status == JobStatus.DELETED:
+            raise report_errors.JobDeleted(
+                details={"deleted_at": job.deleted_at.isoformat() if job.deleted_at else None}
+            )
+        if job.status != JobStatus.SUCCEEDED or getattr(job, "result", None) is None:
+            raise report_errors.JobNotSucceeded(details={"status": job.status.lower()})
+        audit_read(actor=actor_from_request(request), action="job.read", job_id=job.id, details={"as": "csv"})
+        response = HttpResponse(csv_export.as_csv([job]), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="cxrq-{job.id}.csv"'
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
 class JobCancelApi(APIView):
     throttle_classes = [ClientRateThrottle]
 
@@ -182,6 +229,7 @@ class BatchCollectionApi(APIView):
             uploads=request.FILES.getlist("images"),
             priority=request.data.get("priority"),
             callback_url=request.data.get("callback_url"),
+            reference=request.data.getlist("reference") if hasattr(request.data, "getlist") else None,
         )
         jobs = batches.batch_jobs(batch)
         for item in batch.items:

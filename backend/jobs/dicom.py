@@ -152,6 +152,9 @@ class DicomImage:
     stored_bytes: bytes
     acquisition: dict[str, Any] = field(default_factory=dict)
     facts: eligibility.Facts = field(default_factory=eligibility.Facts)
+    # As received, before de-identification: intake's default job reference (a client's
+    # reference_from_dicom rule). Identifying: sealed on the job, never logged, never stored plain.
+    accession_number: str = field(default="", repr=False)
 
 
 def _leading_element(data: bytes, group: bytes) -> str | None:
@@ -699,4 +702,14 @@ def accept_dicom(
         stored_bytes=_write(out),
         acquisition=acquisition,
         facts=facts,
+        accession_number=_accession_number(ds),
     )
+
+
+def _accession_number(ds: Dataset) -> str:
+    """The Accession Number as received ("" when absent or unreadable)."""
+    try:
+        value = ds.get("AccessionNumber")
+    except Exception:  # noqa: BLE001 - a malformed value is no reference, never a refusal
+        return ""
+    return str(value or "").strip()

@@ -275,3 +275,12 @@ def job_error_message(code: str, stored: str) -> str:
     """The message a job's client is shown for its error: the fixed sentence for the worker's own
     codes (rows written before these sentences carry exception text), else what was stored."""
     return JOB_ERROR_MESSAGES.get(code, stored)
+
+
+class InvalidReference(ApplicationError):
+    code = "invalid_reference"
+    status_code = 400
+    default_message = (
+        "The reference must be 1-64 characters: letters, digits, space and . _ - : / # "
+        "(no leading or trailing space); in a batch, one reference per image or none."
+    )

@@ -59,6 +59,8 @@ class AcceptedImage(InspectedImage):
 
     stored_bytes: bytes = b""
     acquisition: dict[str, Any] = field(default_factory=dict)
+    # A DICOM upload's Accession Number as received (intake's default reference); never stored plain.
+    accession_number: str = field(default="", repr=False)
 
 
 def detected_formats(data: bytes) -> list[str]:
@@ -294,6 +296,7 @@ def accept_image(
             mode=image.photometric,
             stored_bytes=image.stored_bytes,
             acquisition=image.acquisition,
+            accession_number=image.accession_number,
         )
     _check_declared_size(data, image_format, max_pixels=max_pixels)
     stored = strip_png(data) if image_format == "PNG" else strip_jpeg(data)

@@ -135,6 +135,10 @@ class Job(models.Model):
     # Retention (services/deletion.py): when the stored image went, and when the job became a tombstone.
     image_deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The client's own reference (backend/jobs/reference.py): sealed at rest (AES-GCM, the job id as
+    # associated data), matched by a keyed hash; read and set through `reference`. Gone on delete.
+    reference_sealed = models.BinaryField(null=True, blank=True, editable=False)
+    reference_hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -172,10 +176,42 @@ class Job(models.Model):
             models.Index(fields=["client", "-created_at"], name="job_client_created_idx"),
             # What ended lately: the dashboard's last hour, the ETA's throughput window, retention.
             models.Index(fields=["finished_at"], name="job_finished_at_idx"),
+            # GET /jobs?reference=: a client's jobs by the keyed hash of their reference.
+            models.Index(
+                fields=["client", "reference_hash"],
+                condition=~Q(reference_hash=""),
+                name="job_client_reference_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.id} {self.status}"
+
+    @property
+    def reference(self) -> str | None:
+        """The client's reference, opened from its sealed form (None: none, or no key opens it)."""
+        from backend.jobs import reference
+
+        if not self.reference_sealed:
+            return None
+        cached = self.__dict__.get("_reference_plain")
+        if cached is not None and cached[0] == bytes(self.reference_sealed):
+            return cached[1]
+        value = reference.open_sealed(bytes(self.reference_sealed), job_id=str(self.id))
+        self.__dict__["_reference_plain"] = (bytes(self.reference_sealed), value)
+        return value
+
+    @reference.setter
+    def reference(self, value: str | None) -> None:
+        """Seal a (checked) reference onto this job, or clear it with None."""
+        from backend.jobs import reference
+
+        if not value:
+            self.reference_sealed, self.reference_hash = None, ""
+            return
+        self.reference_sealed = reference.seal(value, job_id=str(self.id))
+        self.reference_hash = reference.hash_of(value, client_id=str(self.client_id))
+        self.__dict__["_reference_plain"] = (bytes(self.reference_sealed), value)
 
     @property
     def duration_ms(self) -> float | None:

@@ -56,8 +56,22 @@ class JobDetail(JobDetailSerializer):
         "QueueStanding",
         {
             "jobs_ahead": serializers.IntegerField(help_text="Jobs the claim order puts before this one."),
-            "finished_per_second": serializers.FloatField(help_text="Jobs finished lately (last 5 minutes)."),
-            "eta_seconds": serializers.FloatField(allow_null=True, help_text="(jobs_ahead + 1) / that rate."),
+            "workers": serializers.IntegerField(help_text="Live workers serving this job's model version."),
+            "images_per_second": serializers.FloatField(
+                allow_null=True,
+                help_text="The sum of those workers' measured throughput (their heartbeats); null: none live.",
+            ),
+            "eta_seconds": serializers.FloatField(
+                allow_null=True,
+                help_text="(jobs_ahead + 1) / images_per_second; null while no worker is live.",
+            ),
+            "state": serializers.ChoiceField(
+                choices=["waiting", "no_worker"],
+                help_text="no_worker: no live worker serves this model, so no estimate can be given.",
+            ),
+            "finished_per_second": serializers.FloatField(
+                help_text="Kept for compatibility: jobs of this model finished in the last 5 minutes, per second."
+            ),
         },
         allow_null=True,
         help_text="While queued: its place and an estimate; null otherwise.",
@@ -107,6 +121,7 @@ _SUCCEEDED = {
     "modality": None,
     "body_part": None,
     "view": None,
+    "reference": "ACC-2026-0042",
     "created_at": "2026-12-03T08:29:52.020Z",
     "started_at": "2026-12-03T08:29:52.067Z",
     "finished_at": "2026-12-03T08:29:52.347Z",
@@ -134,6 +149,18 @@ _QUEUED = _SUCCEEDED | {
     "finished_at": None,
     "attempts": 0,
     "result": None,
+}
+
+REFERENCE_FIELD = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "description": "Your own reference for the job (accession, order or correlation id): 1-64 letters, "
+    "digits, spaces and `. _ - : / #`, no leading or trailing space; otherwise 400 `invalid_reference`. "
+    "Sealed at rest, never logged, shown only to you; not unique. No patient names; an MRN only if you "
+    "accept it is stored sealed and shown back to you. Sending bytes you sent before returns the same job, "
+    "which takes this reference only if it had none. A DICOM upload without one takes its Accession "
+    "Number (the client's `reference_from_dicom`). An empty field: no reference.",
 }
 
 CALLBACK_URL_FIELD = {
@@ -186,6 +213,7 @@ UPLOAD = {
                     "(300) counts as stat.",
                 },
                 "callback_url": CALLBACK_URL_FIELD,
+                "reference": REFERENCE_FIELD,
             },
             "required": ["image"],
         }
@@ -222,6 +250,7 @@ UPLOAD = {
             "trailing_data",
             "invalid_idempotency_key",
             "invalid_priority",
+            "invalid_reference",
             *CALLBACK_ERRORS,
             "invalid_content_length",
             "too_many_files",
@@ -260,6 +289,12 @@ LIST = {
     "summary": "The caller's jobs, newest first",
     "parameters": [
         OpenApiParameter("status", OpenApiTypes.STR, enum=JOB_STATUSES, description="Only these."),
+        OpenApiParameter(
+            "reference",
+            OpenApiTypes.STR,
+            description="Only the jobs with exactly this reference (matched by a keyed hash; a malformed "
+            "one is 400 `invalid_reference`).",
+        ),
         OpenApiParameter("page", OpenApiTypes.INT, description="From 1; `last` for the last page."),
         OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 500; 50 by default."),
     ],
@@ -286,6 +321,7 @@ LIST = {
             "Unknown filter, or a page or page_size that is not a whole number from 1.",
             "invalid_filter",
             "invalid_page",
+            "invalid_reference",
         ),
         404: _error("No such page (past the last).", "not_found"),
         **AUTH_ERRORS,
@@ -375,7 +411,14 @@ DETAIL = {
                     "queued",
                     value=_QUEUED
                     | {
-                        "queue": {"jobs_ahead": 12, "finished_per_second": 4.2, "eta_seconds": 3.1},
+                        "queue": {
+                            "jobs_ahead": 12,
+                            "workers": 1,
+                            "images_per_second": 41.5,
+                            "eta_seconds": 0.3,
+                            "state": "waiting",
+                            "finished_per_second": 4.2,
+                        },
                         "webhooks": [],
                         "pacs": [],
                     },
@@ -543,6 +586,13 @@ BATCH_CREATE = {
                 },
                 "priority": UPLOAD["request"]["multipart/form-data"]["properties"]["priority"],
                 "callback_url": CALLBACK_URL_FIELD | {"description": "Each job's end is POSTed here."},
+                "reference": {
+                    "type": "array",
+                    "items": REFERENCE_FIELD,
+                    "description": "One reference per image, in the images' order (the field repeated; "
+                    "an empty one: none for that image), or none at all; another count is 400 "
+                    "`invalid_reference`.",
+                },
             },
             "required": ["images"],
         }
@@ -558,6 +608,7 @@ BATCH_CREATE = {
             "missing_images",
             "too_many_images",
             "invalid_priority",
+            "invalid_reference",
             *CALLBACK_ERRORS,
             "invalid_content_length",
             "too_many_files",
@@ -598,6 +649,38 @@ BATCH_DETAIL = {
         304: OpenApiResponse(description="Unchanged since the ETag sent in If-None-Match."),
         400: _error("`wait` is not a whole number of seconds up to the maximum.", "invalid_wait"),
         404: _error("No such batch for this client.", "batch_not_found"),
+        **AUTH_ERRORS,
+        **EDGE_ERRORS,
+    },
+}
+
+_CSV_EXAMPLE = (
+    "job_id,reference,finding,probability,operating_point,scale,positive,model_version,weights\r\n"
+    "6f1c2a8e-0d5b-4b7e-9a51-0f3c8a3f2b10,ACC-2026-0042,Atelectasis,0.01732971,0.07422872,raw,false,"
+    "densenet121-res224-all@untrained-fb1+pp3,untrained\r\n"
+)
+
+RESULT_CSV = {
+    "operation_id": "jobs_result_csv",
+    "summary": "A succeeded job's result as CSV: the same file the web client and the CLI give",
+    "description": "Columns: `job_id,reference,finding,probability,operating_point,scale,positive,"
+    "model_version,weights`, one row per finding in the model's label order. `probability` and "
+    "`operating_point` are on the same scale, the model's raw output (`scale` = `raw`); `positive` is "
+    "`true`/`false` (empty, with the two numbers, for a label the model has no operating point for); "
+    "`weights` is `untrained` for the fallback weights. The JSON's probabilities are unchanged (op_norm "
+    "scale, every operating point at 0.5).",
+    "request": None,
+    "responses": {
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="The CSV (RFC 4180, CRLF).",
+            examples=[OpenApiExample("untrained", value=_CSV_EXAMPLE, response_only=True)],
+        ),
+        404: _error(
+            "No such job for this client (another client's id is answered the same way).", "job_not_found"
+        ),
+        409: _error("The job has no result (not succeeded, or not yet).", "job_not_succeeded"),
+        410: _error("The job was deleted: its result is gone.", "job_deleted"),
         **AUTH_ERRORS,
         **EDGE_ERRORS,
     },

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.jobs import errors
+from backend.jobs import reference as references
 from backend.jobs.claim_order import waiting_cte, waiting_params
 from backend.jobs.models import Job, JobResult, JobStatus, WorkerHeartbeat
 
@@ -46,10 +47,17 @@ def parse_status(value: str) -> str:
     return status
 
 
-def job_list(*, client: Client, status: str | None = None) -> QuerySet[Job]:
+def job_list(*, client: Client, status: str | None = None, reference: str | None = None) -> QuerySet[Job]:
+    """The client's jobs, newest first; by status, and by exact reference (its keyed hash: no row
+    is opened to match; a malformed reference is 400 invalid_reference)."""
     qs = Job.objects.select_related("result").filter(client=client).order_by("-created_at", "-id")
     if status:
         qs = qs.filter(status=parse_status(status))
+    if reference is not None:
+        wanted = references.check(reference)
+        if wanted is None:
+            raise errors.InvalidReference(details={"field": "reference", "length": 0})
+        qs = qs.filter(reference_hash=references.hash_of(wanted, client_id=str(client.id)))
     return qs
 
 
@@ -159,11 +167,26 @@ def queue_state() -> dict:
     }
 
 
+def measured_throughput(*, model_version: str) -> tuple[int, float | None]:
+    """(live workers serving this model version, the sum of their measured images per second).
+    Each worker reports `images_per_second` in its heartbeat's info (an exponentially weighted
+    throughput of its recent batches; before its first, its engine's benchmark). None: no live
+    worker reports one."""
+    rates = [
+        info.get("images_per_second")
+        for info in live_workers().filter(model_version=model_version).values_list("info", flat=True)
+    ]
+    measured = [float(r) for r in rates if isinstance(r, int | float) and r > 0]
+    return len(rates), (round(sum(measured), 3) if measured else None)
+
+
 def queue_standing(job: Job) -> dict | None:
-    """Where a queued job stands: how many jobs the claim order puts before it, and an estimate
-    of when it will be done from the jobs finished in the last ETA_WINDOW_SECONDS. None for a
-    job that is not waiting to be claimed (in progress, ended, or in a retry's backoff).
-    One query over the queue (the claim's own ranking), so it is asked for one job at a time."""
+    """Where a queued job stands: how many jobs the claim order puts before it, the live workers
+    serving its model and their measured throughput (heartbeats), and so an estimate of when it
+    will be done: (jobs ahead + 1) / images per second. With no live worker, state `no_worker`
+    and no estimate (a number would be a guess). None for a job that is not waiting to be
+    claimed (in progress, ended, or in a retry's backoff). One query over the queue (the claim's
+    own ranking), so it is asked for one job at a time."""
     if job.status != JobStatus.QUEUED:
         return None
     now = timezone.now()
@@ -190,8 +213,19 @@ WHERE w.urgency < me.urgency
         finished_at__gte=now - timedelta(seconds=window),
     ).count()
     rate = done / window
+    workers, images_per_second = measured_throughput(model_version=job.model_version)
+    if not workers:
+        eta = None
+    elif images_per_second:
+        eta = round((ahead + 1) / images_per_second, 1)
+    else:  # live workers of an older release, which report no throughput: the recent rate
+        eta = round((ahead + 1) / rate, 1) if rate > 0 else None
     return {
         "jobs_ahead": ahead,
+        "workers": workers,
+        "images_per_second": images_per_second,
+        "eta_seconds": eta,
+        "state": "waiting" if workers else "no_worker",
+        # Kept for compatibility (clients read it): jobs of this model finished lately, per second.
         "finished_per_second": round(rate, 3),
-        "eta_seconds": round((ahead + 1) / rate, 1) if rate > 0 else None,
     }

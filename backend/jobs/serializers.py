@@ -80,8 +80,21 @@ class JobOutputSerializer(serializers.Serializer):
     callback_url = serializers.CharField(
         help_text="Where this job's end is announced (a webhook); empty: none."
     )
+    reference = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
+
+    @extend_schema_field(
+        {
+            "type": ["string", "null"],
+            "maxLength": 64,
+            "description": "The client's own reference for this job (accession, order or correlation "
+            "id), as sent, or a DICOM upload's Accession Number by default; sealed at rest, shown "
+            "only to this client; null: none.",
+        }
+    )
+    def get_reference(self, job: Job) -> str | None:
+        return job.reference
 
     @extend_schema_field({"type": "string", "enum": [s.value.lower() for s in JobStatus]})
     def get_status(self, job: Job) -> str:

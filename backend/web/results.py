@@ -3,8 +3,6 @@ geometry (drawn as SVG by the template, no script, no inline style), and the dow
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 from backend.jobs.models import Job, JobStatus
@@ -149,36 +147,3 @@ def timings(job: Job) -> list[tuple[str, str]]:
         shown = f"{value:.1f} ms" if "_ms" in key else str(value)
         out.append((TIMING_LABELS[key], shown))
     return out
-
-
-CSV_COLUMNS = (
-    "job_id",
-    "label",
-    "probability",
-    "operating_point",
-    "above_operating_point",
-    "model_version",
-    "weights",
-)
-
-
-def as_csv(job: Job) -> str:
-    """One row per label, highest probability first. `operating_point` is the raw (sigmoid)
-    threshold; the probability is calibrated so that it lies at 0.5 (see thresholds.py)."""
-    prov = provenance(job)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for f in findings(job):
-        writer.writerow(
-            [
-                str(job.id),
-                f.label,
-                f"{f.probability:.6f}",
-                "" if f.operating_point is None else f"{f.operating_point:.6g}",
-                "" if f.above is None else ("yes" if f.above else "no"),
-                prov.get("model_version", job.model_version),
-                prov.get("weights", ""),
-            ]
-        )
-    return out.getvalue()

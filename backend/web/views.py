@@ -24,9 +24,9 @@ from backend.core.exception_handler import error_body
 from backend.core.exceptions import ApplicationError
 from backend.edge import waiting
 from backend.edge.asgi import body_limit
+from backend.jobs import csv_export, thumbnails
 from backend.jobs import errors as job_errors
 from backend.jobs import selectors as job_selectors
-from backend.jobs import thumbnails
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.serializers import JobOutputSerializer
 from backend.jobs.services import cancellation, deletion, intake
@@ -322,7 +322,8 @@ def result_csv(request: HttpRequest, who: session.Signed, job_id: str) -> HttpRe
     audit_read(
         actor=who.actor(request), action="job.read", job_id=job.id, details={"via": "web", "as": "csv"}
     )
-    response = HttpResponse(results.as_csv(job), content_type="text/csv; charset=utf-8")
+    # The one CSV: the API's result.csv and the CLI's are this same function's output.
+    response = HttpResponse(csv_export.as_csv([job]), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="cxrq-{job.id}.csv"'
     return response
 

@@ -17,6 +17,7 @@ from backend.audit.models import AuditEvent
 from backend.clients import services as clients
 from backend.clients.models import Scope
 from backend.edge.waiting import WAIT_HEADER
+from backend.jobs import csv_export
 from backend.jobs.model_identity import LABELS
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import intake
@@ -308,21 +309,25 @@ def test_csv_and_json_downloads(signed_in, succeeded):
     response = signed_in.get(f"/jobs/{succeeded.id}/result.csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert f'filename="cxrq-{succeeded.id}.csv"' in response["Content-Disposition"]
+    # The one CSV (backend/jobs/csv_export.py): the API's result.csv gives the same bytes.
+    assert response.content.decode() == csv_export.as_csv([succeeded])
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
-    assert [r["label"] for r in rows] and {r["label"] for r in rows} == set(LABELS)
-    probabilities = [float(r["probability"]) for r in rows]
-    assert probabilities == sorted(probabilities, reverse=True)
-    atelectasis = next(r for r in rows if r["label"] == "Atelectasis")
+    assert {r["finding"] for r in rows} == set(LABELS)
+    atelectasis = next(r for r in rows if r["finding"] == "Atelectasis")
     assert float(atelectasis["operating_point"]) == pytest.approx(0.07422872)
-    assert atelectasis["above_operating_point"] == (
-        "yes" if float(atelectasis["probability"]) >= 0.5 else "no"
+    assert atelectasis["scale"] == "raw"
+    assert atelectasis["positive"] == (
+        "true" if float(atelectasis["probability"]) >= float(atelectasis["operating_point"]) else "false"
     )
     assert {r["weights"] for r in rows} == {"untrained"}
 
     body = json.loads(signed_in.get(f"/jobs/{succeeded.id}/result.json").content)
     assert body["id"] == str(succeeded.id) and body["status"] == "succeeded"
     assert set(body["result"]["probabilities"]) == set(LABELS)
-    assert body["result"]["probabilities"]["Atelectasis"] == pytest.approx(float(atelectasis["probability"]))
+    stored = body["result"]["probabilities"]["Atelectasis"]
+    assert csv_export.raw_probability(stored, 0.07422872) == pytest.approx(
+        float(atelectasis["probability"]), abs=2e-6
+    )
 
 
 def test_no_download_before_a_result(signed_in, web_client_row):
@@ -386,8 +391,8 @@ def test_a_sixteen_bit_png_is_stretched_to_its_percentiles(signed_in, web_client
 
 def test_no_thumbnail_once_the_job_is_deleted(signed_in, web_client_row):
     job = job_for(web_client_row, png_bytes(seed=81))
-    response = signed_in.post(f"/jobs/{job.id}/delete", follow=True)
-    assert "The job was deleted" in page_text(response)
+    response = signed_in.post(f"/jobs/{job.id}/delete", {"confirm": "yes"}, follow=True)
+    assert "was deleted: its image and result are gone" in page_text(response)
     gone = signed_in.get(f"/jobs/{job.id}/thumbnail.png")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_not_available"
     assert "its image and result are gone" in page_text(signed_in.get(f"/jobs/{job.id}"))

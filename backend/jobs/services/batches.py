@@ -18,6 +18,7 @@ from django.db import transaction
 from backend.clients.models import Client
 from backend.core.exceptions import ApplicationError
 from backend.jobs import errors, images
+from backend.jobs import reference as references
 from backend.jobs.models import Job, UploadBatch
 from backend.jobs.services import intake
 
@@ -28,12 +29,15 @@ def batch_create(
     uploads: list[UploadedFile],
     priority: str | None = None,
     callback_url: str | None = None,
+    reference: list[str] | None = None,
 ) -> UploadBatch:
+    """reference: one per image in the images' order, or none (else 400 invalid_reference)."""
     if not uploads:
         raise errors.MissingImages()
     if len(uploads) > settings.BATCH_MAX_IMAGES:
         raise errors.TooManyImages(details={"images": len(uploads), "max_images": settings.BATCH_MAX_IMAGES})
     urgency, callback = intake.upload_options(client=client, priority=priority, callback_url=callback_url)
+    per_image = references.check_per_image(reference, images=len(uploads))
     items: list[dict] = []
     jobs: list[Job] = []
     for index, upload in enumerate(uploads):
@@ -49,6 +53,7 @@ def batch_create(
                 content_type=upload.content_type or "",
                 priority=urgency.label,
                 callback_url=callback,
+                reference=per_image[index],
             )
         except ApplicationError as exc:
             item["error"] = {

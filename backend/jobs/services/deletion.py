@@ -4,7 +4,7 @@ A deleted job stays as a tombstone (status DELETED, deleted_at), not removed: it
 answering (a client that deletes and then polls learns it was deleted, not "never existed"),
 the audit log's references stay meaningful, and an operator can count what was deleted and
 when. What made it personal data goes: the stored image (the file), the result row, the
-acquisition facts and file name, the webhook payloads that carried the result, and its
+acquisition facts, file name and client reference, the webhook payloads that carried the result, and its
 Idempotency-Keys (a retry with the key makes a new job). Dedup skips DELETED, so the same bytes
 can be uploaded again and are analysed afresh.
 
@@ -71,6 +71,8 @@ def tombstone(jobs: QuerySet[Job], *, now: datetime | None = None) -> list[uuid.
             upload="",
             original_filename="",
             acquisition={},
+            reference_sealed=None,
+            reference_hash="",
             claim_token=None,
             lease_expires_at=None,
         )

@@ -24,6 +24,7 @@ from django.utils import timezone
 from backend.clients.models import Client
 from backend.core.logging import request_id_var
 from backend.jobs import eligibility, errors, images, selectors
+from backend.jobs import reference as references
 from backend.jobs.dispatch import wake_workers
 from backend.jobs.model_identity import current_model_version
 from backend.jobs.models import IdempotencyKey, Job, JobResult, JobStatus, Priority
@@ -49,6 +50,7 @@ def job_create(
     priority: str | None = None,
     callback_url: str | None = None,
     on_create: Callable[[Job], None] | None = None,
+    reference: str | None = None,
 ) -> JobCreateOutcome:
     """Create the client's job for an upload, or return its live job for the same bytes and model.
 
@@ -56,7 +58,11 @@ def job_create(
     with, and the key with different bytes is refused (409).
     on_create: called with a new job inside the transaction that inserts it (the DICOM receiver
     keeps its return path there); what it raises refuses the upload and leaves no job.
+    reference: the client's own reference (400 invalid_reference when malformed). A new job keeps
+    it; a job returned for the same bytes takes it only if it has none. Without one, a DICOM
+    upload's Accession Number is taken where the client's reference_from_dicom says so.
     """
+    reference = references.check(reference)
     urgency, callback = upload_options(client=client, priority=priority, callback_url=callback_url)
     data = images.read_upload(upload, max_bytes=settings.UPLOAD_MAX_BYTES)
     sha256 = images.sha256_of(data)
@@ -71,6 +77,7 @@ def job_create(
             priority=urgency,
             callback_url=callback,
             on_create=on_create,
+            reference=reference,
         )
 
     if not idempotency_key:
@@ -135,6 +142,7 @@ def _create_or_dedup(
     priority: Priority = Priority.ROUTINE,
     callback_url: str = "",
     on_create: Callable[[Job], None] | None = None,
+    reference: str | None = None,
 ) -> JobCreateOutcome:
     model_version = current_model_version()
     rules = eligibility.rules_for(client)
@@ -142,7 +150,8 @@ def _create_or_dedup(
     if existing is not None:
         # The client's rules may have changed since: a cached score is no answer to an image they refuse.
         check_acquisition(existing.acquisition, rules=rules)
-        return JobCreateOutcome(job=_sent_again(existing, priority, callback_url), deduplicated=True)
+        job = _with_reference(_sent_again(existing, priority, callback_url), reference)
+        return JobCreateOutcome(job=job, deduplicated=True)
 
     # An organisation that shares its cache answers from a member's result: no inference, so
     # no backpressure either. The new job is this client's own; nothing names the other's.
@@ -171,6 +180,7 @@ def _create_or_dedup(
         request_id=_request_id(),
         callback_url=callback_url,
     )
+    job.reference = reference or _dicom_reference(client, info)
     if shared is not None:
         job.status, job.started_at, job.finished_at = JobStatus.SUCCEEDED, timezone.now(), timezone.now()
     job.upload.save(f"{job.id}.{info.extension}", ContentFile(info.stored_bytes), save=False)
@@ -194,7 +204,7 @@ def _create_or_dedup(
         winner = selectors.live_job(client=client, sha256=sha256, model_version=model_version)
         if winner is None:  # the winner failed in between: vanishingly rare, let the client retry
             raise
-        return JobCreateOutcome(job=winner, deduplicated=True)
+        return JobCreateOutcome(job=_with_reference(winner, reference), deduplicated=True)
     except BaseException:
         job.upload.delete(save=False)
         raise
@@ -239,6 +249,25 @@ def _sent_again(existing: Job, priority: Priority, callback_url: str) -> Job:
     if moved_up or new_callback:
         existing.refresh_from_db()
     return existing
+
+
+def _dicom_reference(client: Client, info: images.AcceptedImage) -> str | None:
+    """A DICOM upload's default reference under the client's rule (its Accession Number), if valid."""
+    if client.reference_from_dicom != "accession_number":
+        return None
+    return references.from_dicom(info.accession_number)
+
+
+def _with_reference(job: Job, reference: str | None) -> Job:
+    """A job returned for bytes sent again takes the caller's reference only if it has none
+    (the first reference stays: a later send never relabels a job the client already knows)."""
+    if reference and not job.reference_hash:
+        job.reference = reference
+        Job.objects.filter(id=job.id, reference_hash="").update(
+            reference_sealed=job.reference_sealed, reference_hash=job.reference_hash
+        )
+        job.refresh_from_db(fields=["reference_sealed", "reference_hash"])
+    return job
 
 
 def _request_id() -> str:

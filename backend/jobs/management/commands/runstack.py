@@ -6,6 +6,10 @@ With no DATABASE_URL / CELERY_BROKER_URL this is SQLite + the filesystem broker
 backoff while the others keep serving, and health says which is down meanwhile (the state file
 CXRQ_RUNSTACK_STATE_FILE). Ctrl-C or SIGTERM stops everything within CXRQ_RUNSTACK_GRACE_SECONDS:
 SIGTERM first, then SIGKILL to whatever is left.
+
+The console stays readable: Celery's banner is off (--quiet) and gunicorn logs warnings only, and
+once a worker started by this stack has reported in (its heartbeat in the database), one line says
+the stack is ready to score, with the address and the weights, and the key lines are printed again.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+from django.utils import timezone
 
 from backend.clients.models import Client
 from backend.clients.services import development_key
 from backend.dicomnet.services import DEVELOPMENT_AE_TITLE, development_sender
 from backend.edge.server import server_argv
+from backend.jobs.models import WorkerHeartbeat
 
 
 class Command(BaseCommand):
@@ -62,10 +69,11 @@ class Command(BaseCommand):
             ]
         else:
             key_lines = ["  API key  : python manage.py create_client NAME (prints a key once)"]
+        started = timezone.now()
         self.stdout.write(
             "\n".join(
                 [
-                    "cxrq is starting",
+                    "cxrq is starting (the line 'cxrq is ready' follows when a worker can score)",
                     f"  database : {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
                     f"  broker   : {settings.CELERY_BROKER_URL.split('@')[-1]}",
                     f"  open     : {base}/   (the web client: sign in with the API key below)",
@@ -100,10 +108,11 @@ class Command(BaseCommand):
             # The production server (backend/edge/server.py), not runserver: the same deadlines,
             # limits and error pages a deployment has. CXRQ_WEB_WORKERS processes (default: one
             # per core, at most 4).
-            Component("web", server_argv(f"{host}:{port}"), env | web_env),
+            # Gunicorn's startup lines (INFO) stay out of the console: warnings and errors only.
+            Component("web", _warnings_only(server_argv(f"{host}:{port}")), env | web_env),
             # The worker runs as its own process (`python -m worker`); the backend imports
-            # nothing of it.
-            Component("worker", [sys.executable, "-m", "worker"], env),
+            # nothing of it. CELERY_QUIET: Celery's global --quiet, no banner (its log lines stay).
+            Component("worker", [sys.executable, "-m", "worker"], env | {"CELERY_QUIET": "1"}),
             # The dispatcher: webhook deliveries, the overdue-delivery sweep and the retention purge.
             Component("dispatcher", [sys.executable, "manage.py", "run_dispatcher"], env),
         ]
@@ -112,11 +121,60 @@ class Command(BaseCommand):
         if dicom_port:
             argv = [sys.executable, "manage.py", "run_dicom", "--address", host, "--port", str(dicom_port)]
             components.append(Component("dicom", argv, env | dicom_env))
-        Supervisor(components, state_file=state_file, grace=grace, log=self._log).run()
+        ready = ReadyLine(
+            base=base,
+            since=started,
+            write=self._say,
+            repeat=[line for line in key_lines if "API key" in line],
+        )
+        Supervisor(components, state_file=state_file, grace=grace, log=self._log, on_tick=ready.check).run()
+
+    def _say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
 
     def _log(self, line: str) -> None:
         self.stderr.write(line)
         self.stderr.flush()
+
+
+def _warnings_only(argv: list[str]) -> list[str]:
+    """A gunicorn command line that logs warnings and errors only (before its application argument)."""
+    return [*argv[:-1], "--log-level", "warning", argv[-1]]
+
+
+class ReadyLine:
+    """Says once, when a worker this stack started has reported in, that the stack can score."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, *, base: str, since, write, repeat: list[str]):
+        self.base, self.since, self.write, self.repeat = base, since, write, repeat
+        self.said = False
+        self._next = 0.0
+
+    def check(self) -> None:
+        if self.said or time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.POLL_SECONDS
+        try:
+            close_old_connections()
+            beat = (
+                WorkerHeartbeat.objects.filter(started_at__gte=self.since, last_seen_at__gte=self.since)
+                .order_by("started_at")
+                .first()
+            )
+        except Exception:  # noqa: BLE001 - the database not there yet: ask again next second
+            return
+        if beat is None:
+            return
+        self.said = True
+        weights = (beat.info or {}).get("weights") or "unknown"
+        self.write("\n".join([ready_line(self.base, weights), *self.repeat, ""]))
+
+
+def ready_line(base: str, weights: str) -> str:
+    return f"cxrq is ready: {base}/ (worker up, weights: {weights})"
 
 
 def _now() -> str:
@@ -181,8 +239,9 @@ class Supervisor:
     graceful stop: the worker finishes its batch in hand); whatever is still alive after
     `grace` seconds, the components and every process they started, is killed."""
 
-    def __init__(self, components: list[Component], *, state_file: Path, grace: float, log):
+    def __init__(self, components: list[Component], *, state_file: Path, grace: float, log, on_tick=None):
         self.components, self.state_file, self.grace, self.log = components, state_file, grace, log
+        self.on_tick = on_tick  # called on every supervision tick (the ready line)
         self.stop = _Stop()
 
     def run(self) -> None:
@@ -194,6 +253,8 @@ class Supervisor:
             while not self.stop.signalled:
                 if self.supervise():
                     self.write_state()
+                if self.on_tick is not None:
+                    self.on_tick()
                 time.sleep(0.2)
         finally:
             for sig, handler in previous.items():
