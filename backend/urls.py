@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from backend.core.views import read_only
 from backend.jobs.health import HealthApi
 from backend.metrics.views import metrics
+from backend.web.assets import RedocView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,7 +18,8 @@ urlpatterns = [
     path("api/docs/", read_only(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="swagger-ui"),
     path(
         "api/redoc/",
-        read_only(SpectacularRedocView.as_view(url_name="schema", template_name="cxrq/redoc.html")),
+        # Its bundle from backend/web/assets.py: without the one logo ReDoc loads from the internet.
+        read_only(RedocView.as_view(url_name="schema", template_name="cxrq/redoc.html")),
         name="redoc",
     ),
     path("api/v1/", include("backend.jobs.urls")),

@@ -53,3 +53,9 @@ class TooManyWatched(ApplicationError):
     code = "too_many_jobs"
     status_code = 400
     default_message = "Too many jobs watched at once."
+
+
+class ConfirmationRequired(ApplicationError):
+    code = "confirmation_required"
+    status_code = 400
+    default_message = "Deleting a job needs its confirmation: send confirm=yes with the request."

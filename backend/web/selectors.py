@@ -43,11 +43,39 @@ def status_word(job: Job) -> str:
     return job.status.lower()
 
 
+def duration_text(seconds: float) -> str:
+    """A wait in words a person reads at a glance: "4 s", "2 min", "1 h 5 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def waiting_text(queue: dict | None) -> str:
+    """The queue object of the API (backend.jobs.selectors.queue_standing) in words: that no worker
+    is running rather than a number when none is, else the jobs ahead and the estimate."""
+    if not queue:
+        return ""
+    if queue.get("state") == "no_worker":
+        return "No worker is running: this job will start when one does"
+    ahead = queue.get("jobs_ahead") or 0
+    text = f"{ahead} job{'' if ahead == 1 else 's'} ahead"
+    eta = queue.get("eta_seconds")
+    if eta is not None:
+        text += f", done in about {duration_text(eta)}"
+    return text
+
+
 def job_state(job: Job) -> dict:
     """What a watching page needs to show one job's progress (no result: the page asks for the
     rendered panel when the job has ended)."""
     queue = selectors.queue_standing(job) if job.status == JobStatus.QUEUED else None
     return {
+        "waiting_text": waiting_text(queue),
         "id": str(job.id),
         "status": status_word(job),
         "status_label": JobStatus(job.status).label,
@@ -62,9 +90,9 @@ def job_state(job: Job) -> dict:
 
 
 def states_etag(states: list[dict]) -> str:
-    """Changes when any watched job's status, place in the queue, or error changes."""
+    """Changes when any watched job's status, its waiting in words (place in the queue, estimate,
+    or no worker), or error changes."""
     parts = sorted(
-        (s["id"], s["status"], s["cancel_requested"], (s["queue"] or {}).get("jobs_ahead"), bool(s["error"]))
-        for s in states
+        (s["id"], s["status"], s["cancel_requested"], s["waiting_text"], bool(s["error"])) for s in states
     )
     return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:20]}"'

@@ -16,7 +16,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from backend.audit.services import audit_read, audit_write
 from backend.core.conditional import if_none_match
@@ -26,6 +26,7 @@ from backend.edge import waiting
 from backend.edge.asgi import body_limit
 from backend.jobs import csv_export, thumbnails
 from backend.jobs import errors as job_errors
+from backend.jobs import reference as references
 from backend.jobs import selectors as job_selectors
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.serializers import JobOutputSerializer
@@ -132,7 +133,7 @@ def _home(request: HttpRequest, who: session.Signed) -> HttpResponse:
         action="jobs.listed",
         details={"status": status, "returned": len(jobs.object_list), "via": "web"},
     )
-    rows = [(job, (results.findings(job) or [None])[0]) for job in jobs.object_list]
+    rows = [_row(job) for job in jobs.object_list]
     return render(
         request,
         "web/home.html",
@@ -142,12 +143,20 @@ def _home(request: HttpRequest, who: session.Signed) -> HttpResponse:
             "rows": rows,
             "status": status,
             "status_choices": STATUS_CHOICES,
+            # New uploads join the list in place only where they belong: every status, first page.
+            "live_list": not status and jobs.number == 1,
+            "reference_max": references.MAX_LENGTH,
             "max_bytes": settings.UPLOAD_MAX_BYTES,
             "max_size": filesizeformat(settings.UPLOAD_MAX_BYTES),
             "accept": ACCEPT,
             "wait_seconds": _page_wait(),
         },
     )
+
+
+def _row(job: Job) -> tuple[Job, results.Finding | None, bool]:
+    """A row of the job list: the job, its highest finding, whether its weights are untrained."""
+    return job, (results.findings(job) or [None])[0], results.untrained(job)
 
 
 @require_POST
@@ -186,9 +195,10 @@ def upload(request: HttpRequest, who: session.Signed) -> HttpResponse:
     as_json = _wants_json(request)
     if as_json and len(files) > 1:
         raise job_errors.MultipleImages()
+    given = _references(request, len(files))
     session.charge(who, write=True, cost=len(files))
     priority = request.POST.get("priority") or None
-    for upload_file in files:
+    for upload_file, reference in zip(files, given, strict=True):
         name = upload_file.name or "image"
         try:
             outcome = intake.job_create(
@@ -197,6 +207,7 @@ def upload(request: HttpRequest, who: session.Signed) -> HttpResponse:
                 original_filename=upload_file.name or "",
                 content_type=upload_file.content_type or "",
                 priority=priority,
+                reference=reference,
             )
         except ApplicationError as exc:
             if as_json:
@@ -215,10 +226,27 @@ def upload(request: HttpRequest, who: session.Signed) -> HttpResponse:
     return redirect("web:home")
 
 
+def _references(request: HttpRequest, count: int) -> list[str | None]:
+    """The form's `reference` fields, one per file (an empty one: none), checked by the API's own
+    rules before anything is stored. The form without script has one field, for one file."""
+    raw = request.POST.getlist("reference")
+    if not any(raw):
+        return [None] * count
+    if len(raw) != count:
+        raise job_errors.InvalidReference(
+            "Give one reference per image: upload these files one at a time to give each its own, "
+            "or leave the reference empty.",
+            details={"field": "reference", "references": len(raw), "images": count},
+        )
+    return [references.check(value, index=i) if value else None for i, value in enumerate(raw)]
+
+
 def _state(job: Job) -> dict:
     return selectors.job_state(job) | {
+        "reference": job.reference,
         "url": reverse("web:job", args=[job.id]),
         "panel_url": reverse("web:panel", args=[job.id]),
+        "row_url": reverse("web:row", args=[job.id]),
     }
 
 
@@ -267,6 +295,23 @@ def panel(request: HttpRequest, who: session.Signed, job_id: str) -> HttpRespons
     job = job_selectors.job_get(client=who.client, job_id=job_id)
     audit_read(actor=who.actor(request), action="job.read", job_id=job.id, details={"via": "web"})
     return render(request, "web/_job_panel.html", _panel_context(job, who))
+
+
+@require_GET
+@fragment
+@never_cache
+def row(request: HttpRequest, who: session.Signed, job_id: str) -> HttpResponse:
+    """The job's row of the list, as the home page renders it: the page's script puts this page's
+    uploads into "Recent jobs" with it, and renews a row when its job ends."""
+    session.charge(who, write=False)
+    job = job_selectors.job_get(client=who.client, job_id=job_id)
+    audit_read(actor=who.actor(request), action="job.read", job_id=job.id, details={"via": "web"})
+    back = request.GET.get("next", "")
+    if not (back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure())):
+        back = reverse("web:home")
+    job, top, untrained = _row(job)
+    context = {"who": who, "job": job, "top": top, "untrained": untrained, "next": back}
+    return render(request, "web/_job_row.html", context)
 
 
 @require_GET
@@ -345,18 +390,53 @@ def cancel(request: HttpRequest, who: session.Signed, job_id: str) -> HttpRespon
     return _back(request)
 
 
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 @page
 def delete(request: HttpRequest, who: session.Signed, job_id: str) -> HttpResponse:
+    """Asks first: GET (and a POST without `confirm=yes`) shows what would go and a button that
+    deletes; only a POST with `confirm=yes` deletes. The page's script asks in a <dialog> and
+    posts the confirmed form itself. Afterwards one message, never the job's page saying it again."""
     who.require_write()
+    job = job_selectors.job_get(client=who.client, job_id=job_id)
+    confirmed = request.method == "POST" and request.POST.get("confirm") == "yes"
+    if not confirmed:
+        if _wants_json(request):
+            raise errors.ConfirmationRequired()
+        return _confirm_delete(request, who, job)
     session.charge(who, write=True)
+    name = _job_name(job)
     job = deletion.job_delete(client=who.client, job_id=job_id)
     audit_write(actor=who.actor(request), action="job.deleted", job_ids=[job.id], details={"via": "web"})
-    text = "The job was deleted: its image and result are gone."
+    text = f"{name} was deleted: its image and result are gone."
     if _wants_json(request):
         return JsonResponse({"job": _state(job), "message": text})
     messages.success(request, text)
+    if request.POST.get("next", "").split("?")[0] == reverse("web:job", args=[job.id]):
+        return redirect("web:home")  # the job's own page would only say it again
     return _back(request)
+
+
+def _job_name(job: Job) -> str:
+    """How a message names a job: its reference, else its upload time."""
+    if job.reference:
+        return f"The job {job.reference}"
+    return f"The job uploaded {job.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _confirm_delete(request: HttpRequest, who: session.Signed, job: Job) -> HttpResponse:
+    source = request.POST if request.method == "POST" else request.GET
+    back = source.get("next", "")
+    if not (back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure())):
+        back = reverse("web:job", args=[job.id])
+    context = {
+        "who": who,
+        "job": job,
+        "name": _job_name(job),
+        "next": back,
+        "deletable": job.status not in (JobStatus.IN_PROGRESS, JobStatus.DELETED),
+        "word": job.status.lower(),
+    }
+    return render(request, "web/confirm_delete.html", context)
 
 
 # --- live status --------------------------------------------------------------------------------

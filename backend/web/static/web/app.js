@@ -58,13 +58,72 @@
 
   /* ---------------------------------------------------------------- live status */
 
+  /* The server words the wait (backend/web/selectors.py waiting_text): "No worker is running: …"
+   * when none is, else the jobs ahead and the estimate from the workers' measured throughput. */
   function queueText(state) {
-    if (!state.queue) return "";
-    var q = state.queue;
-    var text = q.jobs_ahead + (q.jobs_ahead === 1 ? " job ahead" : " jobs ahead");
-    if (q.eta_seconds !== null && q.eta_seconds !== undefined) text += ", done in about " + Math.round(q.eta_seconds) + " s";
-    return text;
+    return state.queue ? (state.waiting_text || "") : "";
   }
+
+  /* A job's reference, as the API checks it (backend/jobs/reference.py): 1-64 letters, digits,
+   * spaces and . _ - : / #, no space first or last. Empty: no reference. The server checks again. */
+  var REFERENCE_CHARS = /^[\p{L}\p{N} ._\-:\/#]*$/u;
+  function referenceProblem(value, max) {
+    if (value === "") return "";
+    var length = Array.from(value).length;
+    if (length > max) return "At most " + max + " characters (this has " + length + ").";
+    if (value.charAt(0) === " " || value.charAt(value.length - 1) === " ") return "No space at the start or the end.";
+    if (!REFERENCE_CHARS.test(value)) return "Only letters, digits, spaces and . _ - : / # are allowed.";
+    return "";
+  }
+
+  function listMessage(text) {
+    var spot = document.getElementById("list-message");
+    if (!spot) return null;
+    spot.textContent = text || "";
+    return spot;
+  }
+
+  var rows = {
+    /* The list's rows, rendered by the server (GET /jobs/{id}/row): a job uploaded from this
+     * page joins "Recent jobs" at once, and a row is renewed when its job changes state. */
+    fetchRow: function (url) {
+      var back = window.location.pathname + window.location.search;
+      return fetch(url + "?next=" + encodeURIComponent(back), {
+        credentials: "same-origin", headers: { Accept: "text/html" }, cache: "no-store"
+      }).then(function (response) {
+        if (response.status === 401) { sessionEnded(); return null; }
+        return response.ok ? response.text() : null;
+      }).then(function (html) {
+        if (html === null) return null;
+        var template = document.createElement("template");
+        template.innerHTML = html; // rendered and escaped by the server's templates
+        return template.content.querySelector("tr");
+      }).catch(function () { return null; });
+    },
+    refresh: function (state) {
+      var current = document.querySelectorAll('[data-job-row="' + state.id + '"]');
+      if (!current.length || !state.row_url) return Promise.resolve();
+      return this.fetchRow(state.row_url).then(function (fresh) {
+        if (!fresh) return;
+        current.forEach(function (row) {
+          if (row.parentNode) row.parentNode.replaceChild(fresh.cloneNode(true), row);
+        });
+      });
+    },
+    insert: function (job) {
+      var table = document.querySelector("#jobs-table[data-live-list]");
+      if (!table) return Promise.resolve();
+      if (document.querySelector('[data-job-row="' + job.id + '"]')) return this.refresh(job);
+      return this.fetchRow(job.row_url).then(function (fresh) {
+        if (!fresh || document.querySelector('[data-job-row="' + job.id + '"]')) return;
+        var tbody = table.querySelector("tbody");
+        tbody.insertBefore(fresh, tbody.firstChild);
+        table.parentNode.hidden = false;
+        var none = document.getElementById("no-jobs");
+        if (none) none.hidden = true;
+      });
+    }
+  };
 
   function statusLabel(state) {
     var label = state.status_label || state.status;
@@ -146,6 +205,7 @@
         var name = document.querySelector('[data-name-for="' + state.id + '"]');
         announce((name ? name.textContent + ": " : "Job: ") + statusLabel(state));
         panels.refresh(state.id);
+        rows.refresh(state);
       }
     },
 
@@ -208,12 +268,40 @@
 
   /* ---------------------------------------------------------------- actions in place */
 
+  /* Delete asks first: a modal <dialog> (keyboard: focus starts on "Keep it", Escape keeps the
+   * job, focus goes back to the button that asked). Without <dialog> support, or without script,
+   * the form goes to the server's confirmation page instead. */
+  var dialog = document.getElementById("confirm-delete");
+  var opener = null;
+  if (dialog && typeof dialog.showModal === "function") {
+    var confirmForm = dialog.querySelector("form");
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      if (!form.hasAttribute || !form.hasAttribute("data-delete")) return;
+      event.preventDefault();
+      confirmForm.action = form.action;
+      confirmForm.setAttribute("data-job-id", form.getAttribute("data-delete"));
+      confirmForm.querySelector("input[name=next]").value = form.querySelector("input[name=next]").value;
+      dialog.querySelector("[data-confirm-name]").textContent = form.getAttribute("data-job-name");
+      dialog.querySelector("[data-confirm-yes]").disabled = false;
+      opener = form.querySelector("button");
+      dialog.showModal();
+    });
+    dialog.querySelector("[data-dialog-close]").addEventListener("click", function () { dialog.close(); });
+    dialog.addEventListener("close", function () {
+      if (opener && document.contains(opener)) opener.focus();
+      opener = null;
+    });
+  }
+
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!form.classList || !form.classList.contains("js-action")) return;
     event.preventDefault();
     var panel = form.closest("[data-job-panel]") || form.closest("[data-job-row]");
-    var jobId = panel ? (panel.getAttribute("data-job-panel") || panel.getAttribute("data-job-row")) : null;
+    var jobId = form.getAttribute("data-job-id") ||
+      (panel ? (panel.getAttribute("data-job-panel") || panel.getAttribute("data-job-row")) : null);
+    var deleting = form.hasAttribute("data-confirm-delete");
     var button = form.querySelector("button");
     if (button) button.disabled = true;
     var xhr = new XMLHttpRequest();
@@ -221,14 +309,28 @@
     xhr.setRequestHeader("Accept", "application/json");
     xhr.onload = function () {
       var payload = parseJson(xhr.responseText);
+      if (deleting) { opener = null; dialog.close(); }
       if (xhr.status === 401) { sessionEnded(); return; }
       var message = xhr.status >= 200 && xhr.status < 300 ? payload.message : errorText(xhr.status, payload);
+      if (payload && payload.job && deleting) {
+        // One message: the job's panel says it was deleted where there is one, else the list does.
+        watcher.apply(payload.job);
+        document.querySelectorAll('[data-job-row="' + jobId + '"]').forEach(function (row) {
+          row.parentNode.removeChild(row);
+        });
+        if (document.querySelector('[data-panel-for="' + jobId + '"]')) {
+          panels.refresh(jobId).then(function () {
+            var note = document.querySelector('[data-panel-for="' + jobId + '"] [data-deleted-note]');
+            if (note) note.focus();
+          });
+        } else {
+          var spot = listMessage(message);
+          if (spot) spot.focus();
+        }
+        return;
+      }
       if (payload && payload.job) {
         watcher.apply(payload.job);
-        if (form.hasAttribute("data-delete")) {
-          var row = document.querySelector('[data-job-row="' + jobId + '"]');
-          if (row) row.parentNode.removeChild(row);
-        }
         panels.refresh(payload.job.id).then(function () { showMessage(payload.job.id, message); });
       } else {
         if (button) button.disabled = false;
@@ -237,6 +339,7 @@
       announce(message);
     };
     xhr.onerror = function () {
+      if (deleting) { opener = null; dialog.close(); }
       if (button) button.disabled = false;
       showMessage(jobId, errorText(0, null));
     };
@@ -246,6 +349,7 @@
   function showMessage(jobId, text) {
     var spot = jobId && document.querySelector('[data-message-for="' + jobId + '"]');
     if (spot) spot.textContent = text || "";
+    else listMessage(text);
   }
 
   /* ---------------------------------------------------------------- uploads */
@@ -259,29 +363,89 @@
     var uploadsSection = document.getElementById("uploads-section");
     var maxBytes = parseInt(form.getAttribute("data-max-bytes"), 10);
     var maxSize = form.getAttribute("data-max-size");
-    var chosen = [];
+    var oneReference = document.getElementById("one-reference");
+    var maxReference = parseInt(document.getElementById("reference").getAttribute("maxlength"), 10);
+    var chosen = []; // {file, reference, id}
+    var counter = 0;
+    // With script each chosen file has its own reference field; the single one is for the form without.
+    oneReference.hidden = true;
+    document.getElementById("reference").disabled = true;
 
     function tooLarge(file) { return file.size > maxBytes; }
+
+    function wrap(files) {
+      return Array.prototype.slice.call(files).map(function (file) {
+        counter += 1;
+        return { file: file, reference: "", id: "ref-" + counter };
+      });
+    }
+
+    function checkReference(item, field, error) {
+      var problem = referenceProblem(item.reference, maxReference);
+      error.textContent = problem;
+      error.hidden = !problem;
+      if (problem) field.setAttribute("aria-invalid", "true");
+      else field.removeAttribute("aria-invalid");
+      return !problem;
+    }
 
     function showChosen() {
       chosenList.textContent = "";
       chosenList.hidden = chosen.length === 0;
-      chosen.forEach(function (file) {
+      chosen.forEach(function (item) {
+        var file = item.file;
         var li = document.createElement("li");
-        li.textContent = file.name + " (" + humanSize(file.size) + ")";
+        li.className = "chosen-file";
+        var name = document.createElement("span");
+        name.className = "chosen-name";
+        name.textContent = file.name + " (" + humanSize(file.size) + ")";
+        li.appendChild(name);
         if (tooLarge(file)) {
           var warn = document.createElement("strong");
           warn.className = "field-error-inline";
           warn.textContent = " too large: the limit is " + maxSize;
           li.appendChild(warn);
         }
+        var label = document.createElement("label");
+        label.setAttribute("for", item.id);
+        label.textContent = "Reference for " + file.name;
+        var optional = document.createElement("span");
+        optional.className = "muted";
+        optional.textContent = " (optional)";
+        label.appendChild(optional);
+        var field = document.createElement("input");
+        field.type = "text";
+        field.id = item.id;
+        field.value = item.reference;
+        field.maxLength = maxReference;
+        field.autocomplete = "off";
+        field.spellcheck = false;
+        field.setAttribute("data-reference-input", "");
+        var error = document.createElement("p");
+        error.id = item.id + "-error";
+        error.className = "field-error";
+        error.hidden = true;
+        field.setAttribute("aria-describedby", "reference-hint " + error.id);
+        field.addEventListener("input", function () {
+          item.reference = field.value;
+          if (field.hasAttribute("aria-invalid")) checkReference(item, field, error);
+        });
+        field.addEventListener("change", function () { checkReference(item, field, error); });
+        item.check = function () { return checkReference(item, field, error); };
+        item.field = field;
+        var row = document.createElement("div");
+        row.className = "reference-field";
+        row.appendChild(label);
+        row.appendChild(field);
+        row.appendChild(error);
+        li.appendChild(row);
         chosenList.appendChild(li);
       });
       formError.hidden = true;
     }
 
     input.addEventListener("change", function () {
-      chosen = Array.prototype.slice.call(input.files);
+      chosen = wrap(input.files);
       showChosen();
     });
     ["dragenter", "dragover"].forEach(function (name) {
@@ -292,7 +456,7 @@
     });
     zone.addEventListener("drop", function (e) {
       if (!e.dataTransfer || !e.dataTransfer.files.length) return;
-      chosen = chosen.concat(Array.prototype.slice.call(e.dataTransfer.files));
+      chosen = chosen.concat(wrap(e.dataTransfer.files));
       showChosen();
       announce(chosen.length + (chosen.length === 1 ? " file chosen" : " files chosen"));
     });
@@ -305,8 +469,19 @@
         input.focus();
         return;
       }
+      var invalid = chosen.filter(function (item) { return !item.check(); });
+      if (invalid.length) {
+        formError.textContent = invalid.length === 1
+          ? "A reference is not valid: correct it, or leave it empty."
+          : invalid.length + " references are not valid: correct them, or leave them empty.";
+        formError.hidden = false;
+        invalid[0].field.focus();
+        return;
+      }
       var priority = form.querySelector("input[name=priority]:checked").value;
-      var pending = chosen.map(function (file) { return { file: file, card: newCard(file) }; });
+      var pending = chosen.map(function (item) {
+        return { file: item.file, reference: item.reference, card: newCard(item.file, item.reference) };
+      });
       chosen = [];
       input.value = "";
       showChosen();
@@ -317,17 +492,17 @@
       function worker() {
         if (next >= pending.length) return Promise.resolve();
         var item = pending[next++];
-        return send(item.file, priority, item.card).then(worker);
+        return send(item.file, item.reference, priority, item.card).then(worker);
       }
       worker();
       worker();
     });
 
-    function newCard(file) {
+    function newCard(file, reference) {
       var li = document.createElement("li");
       li.className = "upload-card";
       var title = document.createElement("h3");
-      title.textContent = file.name;
+      title.textContent = reference ? reference + " · " + file.name : file.name;
       li.appendChild(title);
       var line = document.createElement("p");
       line.className = "upload-line";
@@ -356,7 +531,7 @@
       card.error.hidden = false;
     }
 
-    function send(file, priority, card) {
+    function send(file, reference, priority, card) {
       if (tooLarge(file)) {
         fail(card, "Not uploaded: " + humanSize(file.size) + " is over the limit of " + maxSize + ".");
         return Promise.resolve();
@@ -369,6 +544,7 @@
         var data = new FormData();
         data.append("csrfmiddlewaretoken", csrfToken(form));
         data.append("priority", priority);
+        data.append("reference", reference || "");
         data.append("images", file, file.name);
         var xhr = new XMLHttpRequest();
         xhr.open("POST", form.action);
@@ -420,9 +596,14 @@
       holder.setAttribute("data-panel-url", job.panel_url);
       card.root.appendChild(holder);
       card.root.appendChild(link);
+      if (job.reference && card.title.textContent.indexOf(job.reference) !== 0) {
+        // The job had a reference already (the same image sent before, or a DICOM accession number).
+        card.title.textContent = job.reference + " · " + card.title.textContent;
+      }
       panels.refresh(job.id).then(function () {
         if (!job.ended) watcher.add(job.id, job.status);
       });
+      rows.insert(job);
       announce(card.title.textContent + ": uploaded, " + statusLabel(job));
     }
   }
