@@ -75,7 +75,10 @@ class JobAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     list_per_page = 100
     inlines = (JobResultInline, WebhookDeliveryInline, PacsDeliveryInline)
-    readonly_fields = [f.name for f in Job._meta.fields]
+    # The client's reference is the client's alone: neither its ciphertext nor its hash is shown.
+    readonly_fields = [
+        f.name for f in Job._meta.fields if f.name not in ("reference_sealed", "reference_hash")
+    ]
 
     def get_urls(self):
         preview = self.admin_site.admin_view(self.preview_view)

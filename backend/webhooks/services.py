@@ -100,7 +100,9 @@ def payload_for(job: Job) -> bytes:
         if job.status == JobStatus.SUCCEEDED:
             return fhir.to_json(fhir.build_diagnostic_report(job=job, return_path=None))
         return fhir.to_json(fhir.build_unavailable_report(job=job))
-    return json.dumps(JobOutputSerializer(job).data, separators=(",", ":")).encode()
+    body = dict(JobOutputSerializer(job).data)
+    body.pop("reference", None)  # sealed at rest (backend/jobs/reference.py): not in a stored payload
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def attempt(delivery_id: str) -> str | None:
