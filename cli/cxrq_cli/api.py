@@ -145,6 +145,7 @@ class Api:
         timeout = httpx.Timeout(read_timeout or self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT))
         refusals = failures = 0
         first_failure: float | None = None
+        waited = 0.0  # seconds slept between tries of a connection (monotonic time counts them too)
         while True:
             if self.stop.is_set():
                 raise Interrupted()
@@ -158,14 +159,14 @@ class Api:
                 # retry is safe: uploads carry an Idempotency-Key, cancel and delete are idempotent.
                 if self.stop.is_set():  # the client was closed under it: the run is over, say nothing
                     raise Interrupted() from None
-                now = time.monotonic()
                 first_failure = attempt_started if first_failure is None else first_failure
+                spent = max(time.monotonic() - first_failure, waited)
                 delay = backoff(failures)
                 never_connected = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 if failures >= self.connect_retries or (
-                    never_connected and now - first_failure + delay > self.connect_budget
+                    never_connected and spent + delay > self.connect_budget
                 ):
-                    tries = f" ({plural(failures + 1, 'try', 'tries')} in {now - first_failure:.1f} s)"
+                    tries = f" ({plural(failures + 1, 'try', 'tries')} in {spent:.1f} s)"
                     raise Unreachable(
                         f"{self.base_url}: {describe_transport_error(exc)}"
                         + (tries if never_connected else "")
@@ -174,6 +175,7 @@ class Api:
                 if not never_connected:  # a server that was there and broke off: worth a word
                     self.on_retry(f"{describe_transport_error(exc)}", delay)
                 self._sleep(delay)
+                waited += delay
                 continue
             if response.status_code < 400:
                 return response

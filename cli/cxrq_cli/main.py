@@ -512,7 +512,7 @@ def cmd_cancel(args, ctx: Context) -> int:
 
 def confirm(ctx: Context, question: str) -> bool:
     """Ask on the terminal; True only for y/yes. Off a terminal (a script, a pipe), never asks."""
-    ctx.err.print(f"{question} [y/N] ", end="")
+    ctx.err.print(f"{question} [y/N] ", end="", markup=False)
     try:
         answer = input()
     except EOFError:

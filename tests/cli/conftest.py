@@ -124,3 +124,56 @@ def as_from_a_terminal() -> None:
     SIGINT ignored, its children too, and Python installs no KeyboardInterrupt handler for a signal
     ignored at its start: the CLI would run to its end and exit 0."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def on_a_terminal(
+    argv: list[str], env: dict[str, str], answer: str | None = None, columns: int = 120, timeout: float = 120
+) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal for stdin, stdout and stderr (so rich draws its live progress
+    bars and `cxrq delete` may ask); `answer` is typed once the process has written its question (a
+    line ending in `[y/N] `). Returns its exit code and the screen it leaves, as plain text, through
+    the small terminal of cli/scripts/record_screenshot.py (carriage return, erase line, cursor up)."""
+    import os
+    import pty
+    import select
+    import time
+
+    from rich.text import Text
+
+    scripts = str(CLI_ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from record_screenshot import screen
+
+    env = dict(env, COLUMNS=str(columns), LINES="50", TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True
+    )
+    os.close(secondary)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if answer is not None and b"[y/N] " in b"".join(chunks):
+                os.write(main, answer.encode() + b"\r")
+                answer = None
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    return proc.returncode, Text.from_ansi(screen(raw)).plain

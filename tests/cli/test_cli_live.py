@@ -75,9 +75,11 @@ def test_submit_a_folder_and_wait_then_read_the_results(cxrq, cli_server, image_
     assert as_json["id"] == job_id and as_json["result"]["probabilities"] == probabilities
     as_csv = cxrq("result", job_id, "--format", "csv")
     assert as_csv.returncode == 0, as_csv.stderr
+    # The server's one CSV (tests/cli/test_cli_references_and_failures.py compares the bytes): a row
+    # per finding in the model's order, the weights named.
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert [r["pathology"] for r in rows] == as_json["result"]["provenance"]["labels"]
-    assert {r["pathology"]: float(r["probability"]) for r in rows} == pytest.approx(probabilities)
+    assert [r["finding"] for r in rows] == as_json["result"]["provenance"]["labels"]
+    assert {r["job_id"] for r in rows} == {job_id} and {r["weights"] for r in rows} == {"untrained"}
     as_table = cxrq("result", job_id, "--format", "table")
     assert as_table.returncode == 0, as_table.stderr
     top = max(probabilities, key=probabilities.get)
@@ -122,7 +124,7 @@ def test_cancel_delete_and_the_exit_codes(cxrq, cli_server, image_folder, tmp_pa
     no_result = cxrq("result", job_id)
     assert no_result.returncode == 1 and "cancelled" in no_result.stderr
     assert _json(cxrq("list", "--status", "cancelled", "--json"))[0]["id"] == job_id
-    assert _json(cxrq("delete", job_id, "--json"))["status"] == "deleted"
+    assert _json(cxrq("delete", job_id, "--yes", "--json"))["status"] == "deleted"
     assert _json(cxrq("status", job_id, "--json"))["status"] == "deleted"
     too_late = cxrq("cancel", job_id)
     assert too_late.returncode == 1 and "job_not_cancellable" in too_late.stderr, too_late.stderr

@@ -18,9 +18,9 @@ from tests.factories import ROOT, png_bytes, sample_bytes
 
 # isort: split
 # From cli/, which tests/cli/conftest.py puts on the path.
-from cxrq_cli import __version__
-from cxrq_cli.api import Api, ApiError, Unreachable, normalise_url
-from cxrq_cli.files import Upload, UsageError, collect
+from cxrq_cli import __version__, output
+from cxrq_cli.api import CONNECT_BUDGET, Api, ApiError, Interrupted, Unreachable, normalise_url, plural
+from cxrq_cli.files import Found, Upload, UsageError, collect, reference_problem, walk
 
 
 def test_a_walk_takes_images_by_content_and_named_files_as_they_are(tmp_path):
@@ -128,6 +128,123 @@ def test_a_connection_that_fails_is_retried_then_reported_unreachable():
     with pytest.raises(Unreachable, match="connection refused"):
         api.job("j1")
     assert len(calls) == 3 and len(slept) == 2
+
+
+def test_a_server_that_is_down_is_given_up_within_the_budget_quietly():
+    calls, notes = [], []
+
+    def handler(request):
+        calls.append(1)
+        raise httpx.ConnectError("refused", request=request)
+
+    # However many retries are allowed, the waits between tries stay within CONNECT_BUDGET seconds,
+    # and none is noted: the only line is the error the caller prints.
+    api, slept = _api(handler, connect_retries=50, on_retry=lambda why, delay: notes.append(why))
+    with pytest.raises(Unreachable, match=r"connection refused or host not found \(\d+ tries in"):
+        api.jobs()
+    assert sum(slept) <= CONNECT_BUDGET and len(calls) == len(slept) + 1 >= 2
+    assert notes == []
+
+
+def test_a_connection_broken_mid_answer_is_noted_but_not_once_the_run_is_stopped():
+    notes = []
+
+    def handler(request):
+        raise httpx.ReadError("reset", request=request)
+
+    api, slept = _api(handler, connect_retries=2, on_retry=lambda why, delay: notes.append(why))
+    with pytest.raises(Unreachable, match="ReadError"):
+        api.job("j1")
+    assert len(notes) == 2 and len(slept) == 2
+
+    # A fatal error elsewhere (a 401 in another upload) set `stop` and closed the client under this
+    # request: it ends, without a retry or a word.
+    notes.clear()
+    stop = threading.Event()
+
+    def closed_under_it(request):
+        stop.set()
+        raise httpx.ReadError("client closed", request=request)
+
+    api = Api(
+        "http://cxrq.test",
+        "k",
+        transport=httpx.MockTransport(closed_under_it),
+        stop=stop,
+        on_retry=lambda why, delay: notes.append(why),
+    )
+    with pytest.raises(Interrupted):
+        api.job("j1")
+    assert notes == []
+
+
+def test_references_from_the_files_and_their_check():
+    root = Path("scans")
+    items = [
+        Found(root / "p1" / "ACC 1.dcm", root),
+        Found(Path("/tmp/x/ACC-2.png")),
+    ]
+    assert [f.reference("path") for f in items] == ["p1/ACC 1.dcm", "ACC-2.png"]
+    assert [f.reference("name") for f in items] == ["ACC 1.dcm", "ACC-2.png"]
+    assert [f.reference("stem") for f in items] == ["ACC 1", "ACC-2"]
+    for good in ("A", "ACC-2026/17 #2", "a.b_c-d:e/f#g", "Ünïcode 12", "x" * 64):
+        assert reference_problem(good) is None, good
+    for bad in ("", "x" * 65, " lead", "trail ", "tab\there", "Doe, Jane", "a\nb", "semi;colon"):
+        assert reference_problem(bad), bad
+
+
+def test_a_walk_keeps_the_folder_each_file_was_found_in(tmp_path):
+    (tmp_path / "scans" / "p1").mkdir(parents=True)
+    (tmp_path / "scans" / "p1" / "a.png").write_bytes(png_bytes(seed=1))
+    (tmp_path / "b.png").write_bytes(png_bytes(seed=2))
+    found = walk([str(tmp_path / "scans"), str(tmp_path / "b.png")])
+    assert [f.reference("path") for f in found] == ["p1/a.png", "b.png"]
+
+
+def test_the_idempotency_key_carries_a_keyed_hash_of_the_reference_never_the_reference():
+    upload = Upload(path=Path("x.png"), sha256="ab" * 32)
+    plain = upload.idempotency_key("routine")
+    with_ref = upload.idempotency_key("routine", "ACC-123", "key-1")
+    assert with_ref.startswith(plain + ".ref.") and "ACC-123" not in with_ref
+    assert with_ref == upload.idempotency_key(None, "ACC-123", "key-1")  # a re-run: the same key
+    assert with_ref != upload.idempotency_key("routine", "ACC-124", "key-1")
+    assert with_ref != upload.idempotency_key("routine", "ACC-123", "key-2")  # keyed: not guessable
+    assert len(with_ref) <= 255
+
+
+def test_the_queue_says_no_worker_is_running_instead_of_a_number_and_counts_in_words():
+    assert output.queue_text({"jobs_ahead": 7, "eta_seconds": None, "state": "no_worker"}) == (
+        "7 jobs ahead, no worker is running"
+    )
+    assert (
+        output.queue_text({"jobs_ahead": 1, "eta_seconds": 2.4, "state": "waiting"})
+        == "1 job ahead, about 2 s"
+    )
+    assert output.queue_text({"jobs_ahead": 0, "eta_seconds": 0.6, "workers": 1, "state": "waiting"}) == (
+        "0 jobs ahead, about 1 s"
+    )
+    assert [plural(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+
+
+def test_the_list_shows_the_reference_and_marks_untrained_results():
+    from rich.console import Console
+
+    untrained = {"provenance": {"weights": "untrained"}, "probabilities": {"Effusion": 0.9}}
+    trained = {"provenance": {"weights": "densenet121-res224-all"}, "probabilities": {"Mass": 0.2}}
+    jobs = [
+        {"id": "1" * 36, "reference": "ACC-1", "status": "succeeded", "result": untrained},
+        {"id": "2" * 36, "reference": None, "status": "succeeded", "result": trained},
+        {"id": "3" * 36, "reference": "ACC-3", "status": "queued", "result": None},
+    ]
+    for width in (100, 160):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(output.list_table(jobs, width=width))
+        rows = {
+            line.split("│")[1].strip(): line for line in console.export_text().splitlines() if "│" in line
+        }
+        assert "ACC-1" in rows["1" * 36] and "untrained Effusion 0.90" in rows["1" * 36]
+        assert "untrained" not in rows["2" * 36] and "Mass 0.20" in rows["2" * 36]
+        assert "ACC-3" in rows["3" * 36]
 
 
 def test_urls_are_taken_with_or_without_the_api_prefix():
