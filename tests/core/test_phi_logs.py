@@ -157,6 +157,8 @@ def _markers() -> dict[str, str]:
         "given": f"JANEPROBE{tag}",
         "patient_id": f"PIDPROBE{tag}",
         "accession": f"ACCPROBE{tag}",
+        # A client reference (backend/jobs/reference.py) sent with an upload and asked for in a filter.
+        "reference": f"REFPROBE{tag}",
     }
 
 
@@ -245,9 +247,16 @@ def test_marker_phi_sent_through_every_dicom_path_is_in_no_log(
             ("hand.dcm", instance(6, markers["name_without_caret"], body_part="HAND"), 422),
             ("cut.dcm", _corrupt(instance(7, markers["name_without_caret"])), 400),
         ):
-            response = api.post(f"{web.url}/api/v1/jobs", files={"image": (name, data)})
+            response = api.post(
+                f"{web.url}/api/v1/jobs",
+                files={"image": (name, data)},
+                data={"reference": markers["reference"]},
+            )
             assert response.status_code == status, response.text
             uploads[name] = response.json()
+        listed = api.get(f"{web.url}/api/v1/jobs", params={"reference": markers["reference"]}).json()
+        assert [j["reference"] for j in listed["results"]] == [markers["reference"]]
+        assert api.get(f"{web.url}/api/v1/jobs", params={"reference": "bad;ref"}).status_code == 400
 
         jobs = _until(
             "three jobs",
