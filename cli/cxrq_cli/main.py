@@ -245,7 +245,8 @@ class Item:
         job = self.job or {}
         return {
             "file": str(self.path),
-            "reference": self.reference,
+            # The job's own (a job found again by dedup keeps the one it had), else the one sent.
+            "reference": job.get("reference", self.reference) if self.job else self.reference,
             "sha256": self.sha256,
             "job_id": job.get("id"),
             "status": self.status,
