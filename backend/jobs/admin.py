@@ -51,8 +51,10 @@ class JobAdmin(admin.ModelAdmin):
     list_display = (
         "preview",
         "id",
+        "reference_shown",
         "client",
         "status",
+        "weights",
         "sha256_prefix",
         "image_format",
         "created_at",
@@ -71,6 +73,7 @@ class JobAdmin(admin.ModelAdmin):
         "error_code",
     )
     search_fields = ("=id", "sha256")
+    list_select_related = ("client", "result")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     list_per_page = 100
@@ -196,6 +199,19 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="sha256", ordering="sha256")
     def sha256_prefix(self, obj: Job) -> str:
         return obj.sha256[:12]
+
+    @admin.display(description="reference")
+    def reference_shown(self, obj: Job) -> str:
+        """The client's reference, opened for the operator's list (never logged)."""
+        return obj.reference or "—"
+
+    @admin.display(description="weights")
+    def weights(self, obj: Job) -> str:
+        """`untrained` where the result came from the fallback weights (no clinical meaning)."""
+        result = getattr(obj, "result", None) if obj.status == "SUCCEEDED" else None
+        if result is None:
+            return "—"
+        return str((result.provenance or {}).get("weights") or "—")
 
     @admin.display(description="duration")
     def duration(self, obj: Job) -> str:
