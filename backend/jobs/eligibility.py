@@ -3,8 +3,8 @@
 A PACS routes whatever it is told to, so the SOP class alone says too little: a Secondary
 Capture can wrap a nuclear-medicine image, a CR can be a hand. Every intake path (an HTTP
 upload, a DICOM association) calls `check_eligibility` with the facts it read, before a job
-exists; an ineligible image is `422 not_chest_xray` (over DIMSE, a failure status) and is
-never scored.
+exists; an ineligible image is `422 not_chest_xray` over HTTP, and is never scored (the DICOM
+receiver answers it with success and records why: backend/dicomnet/unscored.py).
 
 The defaults come from settings (CXRQ_ELIGIBLE_*, docs/operations.md); a client's
 `eligibility` overrides any of them (docs/intake.md#which-images-are-chest-x-rays).
