@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from backend.clients.models import Client
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "\n".join(
                 [
-                    "cxrq is starting (the line 'cxrq is ready' follows when a worker can score)",
+                    "cxrq is starting (one more line says when a worker is up and it can score)",
                     f"  database : {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
                     f"  broker   : {settings.CELERY_BROKER_URL.split('@')[-1]}",
                     f"  open     : {base}/   (the web client: sign in with the API key below)",
@@ -98,6 +98,8 @@ class Command(BaseCommand):
             os.environ.get("CXRQ_RUNSTACK_STATE_FILE") or settings.VAR_DIR / f"runstack-{port}.json"
         )
         env["CXRQ_RUNSTACK_STATE_FILE"] = str(state_file)
+        # Celery's global --quiet for the worker and the dispatcher: no banner (their log lines stay).
+        env["CELERY_QUIET"] = "1"
         grace = settings.RUNSTACK_GRACE_SECONDS
         # The web lets requests in flight (long-polls wait up to CXRQ_LONG_POLL_MAX_SECONDS) end
         # within the stack's grace, not gunicorn's 30 s, which outlived it.
@@ -111,8 +113,8 @@ class Command(BaseCommand):
             # Gunicorn's startup lines (INFO) stay out of the console: warnings and errors only.
             Component("web", _warnings_only(server_argv(f"{host}:{port}")), env | web_env),
             # The worker runs as its own process (`python -m worker`); the backend imports
-            # nothing of it. CELERY_QUIET: Celery's global --quiet, no banner (its log lines stay).
-            Component("worker", [sys.executable, "-m", "worker"], env | {"CELERY_QUIET": "1"}),
+            # nothing of it.
+            Component("worker", [sys.executable, "-m", "worker"], env),
             # The dispatcher: webhook deliveries, the overdue-delivery sweep and the retention purge.
             Component("dispatcher", [sys.executable, "manage.py", "run_dispatcher"], env),
         ]
@@ -158,7 +160,8 @@ class ReadyLine:
             return
         self._next = time.monotonic() + self.POLL_SECONDS
         try:
-            close_old_connections()
+            if not connection.in_atomic_block:  # (a test's transaction holds it)
+                close_old_connections()  # one the database dropped meanwhile is replaced
             beat = (
                 WorkerHeartbeat.objects.filter(started_at__gte=self.since, last_seen_at__gte=self.since)
                 .order_by("started_at")
