@@ -40,6 +40,10 @@ _TAGS = [
     "Rows",
 ]
 _TRUNCATED = re.compile(r"end of file|before delimiter|truncat", re.IGNORECASE)
+# (FFFE,E0DD) with a zero length, as it closes an undefined-length value.
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_SEQUENCE_DELIMITER_BIG_ENDIAN = b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _UID_SHAPE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -136,14 +140,21 @@ def _check_complete(part10: bytes, meta: pydicom.Dataset) -> bool:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            little = syntax != ExplicitVRBigEndian
+            delimiter = _SEQUENCE_DELIMITER if little else _SEQUENCE_DELIMITER_BIG_ENDIAN
             for element in data_element_generator(
                 fp,
                 is_implicit_VR=syntax == ImplicitVRLittleEndian,
-                is_little_endian=syntax != ExplicitVRBigEndian,
+                is_little_endian=little,
                 defer_size=0,  # values passed by seeking, never read
             ):
                 end = fp.tell()
                 has_pixels = has_pixels or element.tag in _PIXEL_TAGS
+                # An undefined-length value ends with its delimiter, or the bytes ran out first:
+                # said by its position, not only by pydicom's warning (the warnings filter is
+                # process-wide, and another thread may hold it).
+                if _undefined_length(element) and part10[end - 8 : end] != delimiter:
+                    raise Unreadable("truncated")
             if any(_TRUNCATED.search(str(w.message)) for w in caught):
                 raise Unreadable("truncated")
     except Unreadable:
@@ -153,3 +164,10 @@ def _check_complete(part10: bytes, meta: pydicom.Dataset) -> bool:
     if end != len(part10):
         raise Unreadable("truncated")
     return has_pixels
+
+
+def _undefined_length(element: object) -> bool:
+    # A RawDataElement keeps the length as read; a parsed sequence (DataElement) says so itself.
+    if getattr(element, "length", None) == _UNDEFINED_LENGTH:
+        return True
+    return bool(getattr(element, "is_undefined_length", False))

@@ -232,3 +232,25 @@ def test_the_same_instance_from_two_associations_at_once_is_one_row(sender):
     assert len(rows) == 2 and rows[0] == rows[1]
     assert UnscoredInstance.objects.get().times_received == 2
     assert tally() == {"not_chest_xray": 2}
+
+
+def test_a_lateral_cut_inside_its_encapsulated_frames_is_refused_by_position_alone(sender, monkeypatch):
+    """An undefined-length Pixel Data without its delimiter: refused even where pydicom's warning
+    about it is not seen (the warnings filter is process-wide; another thread may hold it)."""
+    import re
+
+    from backend.dicomnet import instances
+    from tests.dicomnet.factories import SAMPLES
+
+    monkeypatch.setattr(instances, "_TRUNCATED", re.compile(r"(?!)"))
+    lateral = changed(SAMPLES[0].read_bytes(), ViewPosition="LL")
+    sop_class, sop_instance = uids(lateral)
+    for fraction in (0.3, 0.6, 0.99):
+        with pytest.raises(services.InstanceUnreadable):
+            services.instance_receive(
+                sender=sender,
+                part10=lateral[: int(len(lateral) * fraction)],
+                sop_class_uid=sop_class,
+                sop_instance_uid=sop_instance,
+            )
+    assert receive(sender, lateral).unscored.attribute == "ViewPosition"  # whole, it is recorded
