@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backend.jobs import csv_export
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.serializers import CLIENT_PROVENANCE, CLIENT_TIMINGS
 from backend.web import thresholds
@@ -39,6 +40,14 @@ class Finding:
     @property
     def percent(self) -> str:
         return f"{self.probability * 100:.1f}%"
+
+    @property
+    def raw(self) -> float | None:
+        """The model's raw output, on the same scale as `operating_point` (the CSV's probability:
+        backend/jobs/csv_export.py inverts op_norm); None where the label has no operating point."""
+        if self.operating_point is None:
+            return None
+        return csv_export.raw_probability(self.probability, self.operating_point)
 
 
 def findings(job: Job) -> list[Finding]:

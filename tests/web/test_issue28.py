@@ -120,6 +120,17 @@ def test_the_reference_is_in_both_downloads_and_the_untrained_marker_in_the_list
     assert rows and {r["reference"] for r in rows} == {"RIS:99"}
     assert signed_in.get(f"/jobs/{state['id']}/result.json").json()["reference"] == "RIS:99"
 
+    # The page's table of values puts each probability beside the operating point of its own scale,
+    # and its raw pair is the CSV's.
+    page = text(signed_in.get(state["url"]))
+    for r in rows:
+        name = r["finding"].replace("_", " ")
+        cells = re.search(rf"<tr><th scope=\"row\">{name}</th>(.*?)</tr>", page).group(1)
+        past, _, point, raw, raw_point = re.findall(r"<td>(.*?)</td>", cells)
+        assert point == "0.5" and past == ("Yes" if r["positive"] == "true" else "No")
+        assert float(raw) == pytest.approx(float(r["probability"]), abs=6e-5)
+        assert float(raw_point) == pytest.approx(float(r["operating_point"]), abs=6e-5)
+
     home = text(signed_in.get("/"))
     row = re.search(rf'<tr data-job-row="{state["id"]}".*?</tr>', home, re.S).group(0)
     assert re.search(r"\d+\.\d% · <span class=\"untrained-mark\">untrained weights</span>", row), row
