@@ -172,18 +172,33 @@ def measured_throughput(*, model_version: str) -> tuple[int, float | None]:
     Each worker reports `images_per_second` in its heartbeat's info (an exponentially weighted
     throughput of its recent batches; before its first, its engine's benchmark). None: no live
     worker reports one."""
-    rates = [
-        info.get("images_per_second")
-        for info in live_workers().filter(model_version=model_version).values_list("info", flat=True)
-    ]
+    workers, rate, _ = _live_throughput(model_version=model_version)
+    return workers, rate
+
+
+def _live_throughput(*, model_version: str) -> tuple[int, float | None, int]:
+    """measured_throughput's two figures, and the largest batch a live worker runs (1 if unsaid)."""
+    infos = list(live_workers().filter(model_version=model_version).values_list("info", flat=True))
+    rates = [info.get("images_per_second") for info in infos]
     measured = [float(r) for r in rates if isinstance(r, int | float) and r > 0]
-    return len(rates), (round(sum(measured), 3) if measured else None)
+    sizes = [info.get("batch_max_size") for info in infos]
+    batch = max([int(s) for s in sizes if isinstance(s, int) and s > 0] or [1])
+    return len(infos), (round(sum(measured), 3) if measured else None), batch
+
+
+def eta_seconds(*, ahead: int, workers: int, images_per_second: float, batch: int = 1) -> float:
+    """When a job with `ahead` jobs before it is done: a job ends with its batch, so the jobs up to
+    its own are counted in whole rounds of every live worker's batch (workers x batch images, each
+    round taking that many images' time at the measured rate)."""
+    per_round = max(1, workers) * max(1, batch)
+    rounds = -(-(ahead + 1) // per_round)  # ceil
+    return round(rounds * per_round / images_per_second, 1)
 
 
 def queue_standing(job: Job) -> dict | None:
     """Where a queued job stands: how many jobs the claim order puts before it, the live workers
     serving its model and their measured throughput (heartbeats), and so an estimate of when it
-    will be done: (jobs ahead + 1) / images per second. With no live worker, state `no_worker`
+    will be done: (jobs ahead + 1) / images per second, in whole batches (eta_seconds). With no live worker, state `no_worker`
     and no estimate (a number would be a guess). None for a job that is not waiting to be
     claimed (in progress, ended, or in a retry's backoff). One query over the queue (the claim's
     own ranking), so it is asked for one job at a time."""
@@ -213,11 +228,11 @@ WHERE w.urgency < me.urgency
         finished_at__gte=now - timedelta(seconds=window),
     ).count()
     rate = done / window
-    workers, images_per_second = measured_throughput(model_version=job.model_version)
+    workers, images_per_second, batch = _live_throughput(model_version=job.model_version)
     if not workers:
         eta = None
     elif images_per_second:
-        eta = round((ahead + 1) / images_per_second, 1)
+        eta = eta_seconds(ahead=ahead, workers=workers, images_per_second=images_per_second, batch=batch)
     else:  # live workers of an older release, which report no throughput: the recent rate
         eta = round((ahead + 1) / rate, 1) if rate > 0 else None
     return {

@@ -60,11 +60,26 @@ def test_the_estimate_divides_by_the_live_workers_measured_throughput(api):
     assert queue["state"] == "waiting" and queue["workers"] == 3
     assert queue["images_per_second"] == 10.0
     assert queue["jobs_ahead"] == 4
-    assert queue["eta_seconds"] == pytest.approx(0.5)  # (4 + 1) / 10
+    # 5 jobs up to its own on 3 workers taking one image each: 2 rounds of 3 images at 10 a second.
+    assert queue["eta_seconds"] == pytest.approx(0.6)
     # Not a queued job: no standing.
     job = Job.objects.get(id=body["id"])
     job.status = "SUCCEEDED"
     assert selectors.queue_standing(job) is None
+
+
+def test_a_job_ends_with_its_batch_so_the_estimate_counts_whole_batches():
+    # One worker, batches of 8 at 20 images a second: the first 8 jobs end together, at 0.4 s.
+    assert [
+        selectors.eta_seconds(ahead=a, workers=1, images_per_second=20.0, batch=8) for a in (0, 7, 8)
+    ] == [
+        0.4,
+        0.4,
+        0.8,
+    ]
+    assert selectors.eta_seconds(ahead=9, workers=1, images_per_second=10.0) == 1.0  # batches of one
+    # Two workers of batch 4 at 20 a second together: rounds of 8 images, 0.4 s each.
+    assert selectors.eta_seconds(ahead=8, workers=2, images_per_second=20.0, batch=4) == 0.8
 
 
 def test_the_worker_reports_its_measured_throughput_in_its_heartbeat(api, worker):
