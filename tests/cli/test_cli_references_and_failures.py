@@ -1,6 +1,7 @@
 """Issue 28 in `cxrq`, run as a user runs it against the live server: a reference per job (one given,
 or each file's path in the folder given), `cxrq list` with the references, the untrained marker and
-the `--reference` filter, `result --format csv` the API's CSV byte for byte, `delete` asking first
+the `--reference` filter, `result --format csv` the API's CSV byte for byte, "no worker is running"
+in a queued job's status while none is, `delete` asking first
 on a terminal and refusing without one unless `--yes`, and its failures: one line for a fatal 401
 or an unreachable server, on a terminal no progress bar left behind, "1 file" not "1 files"."""
 
@@ -125,6 +126,10 @@ def test_delete_asks_on_a_terminal_and_takes_yes_in_scripts(cxrq, cli_server, im
     folder = image_folder(3)
     body = _json(cxrq("submit", str(folder), "--json"))  # no worker: the jobs stay queued
     first, second, third = (item["job_id"] for item in body["items"])
+    # No worker runs: the job's queue says so in words, not with an estimate.
+    status = cxrq("status", first)
+    assert status.returncode == 0 and "no worker is running" in status.stdout, status.stdout
+    assert _json(cxrq("status", first, "--json"))["queue"]["state"] == "no_worker"
 
     # No terminal to ask on, no --yes: refused, exit 2, in one line; the job untouched.
     script = subprocess.run(
