@@ -154,10 +154,13 @@ class WorkerProcess:
         from worker.runtime.preprocess import INPUT_SIZE
 
         assert self.runtime is not None and self.config is not None
+        backend = getattr(self.runtime, "backend", None)  # the engine itself, under the runtime's checks
+        if backend is None:
+            return None
         size = max(1, self.config.batch_max_size)
         try:
             started = time.perf_counter()
-            self.runtime.predict(np.zeros((size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
+            backend.predict(np.zeros((size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
             elapsed = time.perf_counter() - started
         except Exception:  # no figure is better than no worker
             logger.warning("event=benchmark_failed worker_id=%s", self.worker_id, exc_info=True)
