@@ -24,6 +24,7 @@ def test_a_clients_rates_and_organisation_are_set_in_the_admin(admin_client):
         "read_rate": "0",
         "max_queued_jobs": "",
         "webhook_payload_format": "job",
+        "reference_from_dicom": "accession_number",
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
     }

@@ -20,6 +20,7 @@ def _form(name: str, eligibility: str) -> dict:
         "read_rate": "",
         "max_queued_jobs": "",
         "webhook_payload_format": "job",
+        "reference_from_dicom": "accession_number",
         "eligibility": eligibility,
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",

@@ -59,6 +59,17 @@ def phi_dicom() -> bytes:
     return data
 
 
+def without_reference(body):
+    """A job's JSON (or a page of them) less its `reference`: a DICOM upload's Accession Number is its
+    job's reference by design (sealed at rest, shown only to its client: docs/api.md), the one
+    identifier an answer may carry; everything else is searched for planted PHI."""
+    if isinstance(body, list):
+        return [without_reference(b) for b in body]
+    if isinstance(body, dict):
+        return {k: without_reference(v) for k, v in body.items() if k != "reference"}
+    return body
+
+
 def found_in(text: str | bytes) -> list[str]:
     blob = text.lower() if isinstance(text, str) else text.decode("latin-1").lower()
     return [n for n in needles() if n.lower() in blob]

@@ -44,7 +44,9 @@ def test_planted_phi_is_nowhere_after_upload_and_inference(api, worker, settings
     assert again.json()["id"] == job_id
 
     for response in (created, detail, listing, again):
-        assert phi.found_in(response.content) == []
+        assert phi.found_in(str(phi.without_reference(response.json()))) == []
+    # The Accession Number is the job's reference (the client's default rule), and only there.
+    assert detail.json()["reference"] == phi.MARKERS["accession"]
     for path, content in phi.stored_files(settings.MEDIA_ROOT).items():
         assert phi.found_in(content) == [], path
     database = phi.dump_database()
