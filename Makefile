@@ -49,7 +49,7 @@ test: install
 	    apt-get update -qq; for pkg in $$missing; do DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1 || echo "make test: could not install $$pkg; the tests that need it will skip"; done; \
 	  else echo "make test: not root, not installing:$$missing; the tests that need them will skip"; fi; \
 	fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 # Refresh the screenshots in docs/screenshots/ from the browser tests (a plain test run keeps its own).
 .PHONY: screenshots

@@ -115,7 +115,7 @@ def _gunicorn(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
         try:
             requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
             return f"http://127.0.0.1:{port}", proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # accepted before gunicorn's worker booted
             assert proc.poll() is None, log.read_text()
             time.sleep(0.2)
     raise TimeoutError(log.read_text())
