@@ -224,11 +224,6 @@ CACHES = {
 # calls only; job state is in the database, so these aim at "never lose a wake-up silently,
 # never run one twice at once" rather than exactly-once delivery, which the claim gives.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
-
-# Rate-limit counters (backend/clients/ratelimit.py): a Redis URL, by default the cache's or
-# else the broker's when that is Redis; empty: the database (the embedded default).
-_REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 # kombu's transport for the URL's scheme, replaced where kombu's own is unsafe for our use
 # (backend/broker_transports.py; docs/operations.md#the-embedded-default-make-run): the filesystem one
 # writes in place and corrupts reads by another process; the virtual ones (filesystem, Redis)
@@ -240,6 +235,11 @@ CELERY_BROKER_TRANSPORT = {
 }.get(CELERY_BROKER_URL.split("://", 1)[0])
 # Workers drop a message whose body they cannot decode with a WARNING (backend/celery_consumer.py).
 CELERY_WORKER_CONSUMER = "backend.celery_consumer:TolerantConsumer"
+CELERY_TASK_DEFAULT_QUEUE = env.str("CXRQ_QUEUE", default="cxrq")
+
+# Rate-limit counters (backend/clients/ratelimit.py): a Redis URL, by default the cache's or
+# else the broker's when that is Redis; empty: the database (the embedded default).
+_REDIS_BROKER = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 RATE_LIMIT_URL = env.str("CXRQ_RATE_LIMIT_URL", default=CACHE_URL or _REDIS_BROKER)
 # Job-ended announcements for long-poll waiters (backend/jobs/events.py): a Redis URL, by default
 # the broker's; empty (the embedded default): waiters look again every second instead.
@@ -247,11 +247,6 @@ JOB_EVENTS_URL = env.str("CXRQ_JOB_EVENTS_URL", default=_REDIS_BROKER)
 # The longest `?wait=` a client may ask for, in seconds.
 LONG_POLL_MAX_SECONDS = env.int("CXRQ_LONG_POLL_MAX_SECONDS", default=30)
 BROKER_DIR = Path(env.str("CXRQ_BROKER_DIR", default=str(VAR_DIR / "broker")))
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_RESULT_BACKEND = None
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
-# A wake-up is acknowledged after it ran: a worker that dies mid-batch leaves it for
 # `make run` (manage.py runstack): seconds its processes get to stop after Ctrl-C / SIGTERM before
 # every one left is killed; and the file where it says which of them is down, for health to
 # read (runstack sets it for the processes it starts; empty: not under runstack).
@@ -260,6 +255,11 @@ RUNSTACK_GRACE_SECONDS = env.float("CXRQ_RUNSTACK_GRACE_SECONDS", default=10.0)
 # death in a row (at most 30 s; a process that ran a minute starts over).
 RUNSTACK_RESTART_DELAY_SECONDS = env.float("CXRQ_RUNSTACK_RESTART_DELAY_SECONDS", default=1.0)
 RUNSTACK_STATE_FILE = env.str("CXRQ_RUNSTACK_STATE_FILE", default="")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# A wake-up is acknowledged after it ran: a worker that dies mid-batch leaves it for
 # another worker. Duplicate wake-ups are harmless.
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
