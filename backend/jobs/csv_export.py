@@ -55,6 +55,16 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.8f}"
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection");
+# a reference may start with "-", so such a cell is written with a leading apostrophe, which
+# spreadsheets show as text and hide.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def result_rows(job: Job) -> list[dict]:
     """One dict per finding (COLUMNS as keys, values as written); [] for a job with no result."""
     result = getattr(job, "result", None) if job.status == JobStatus.SUCCEEDED else None
@@ -66,7 +76,7 @@ def result_rows(job: Job) -> list[dict]:
     labels += sorted(k for k in result.probabilities if k not in labels)
     common = {
         "job_id": str(job.id),
-        "reference": job.reference or "",
+        "reference": _cell(job.reference or ""),
         "model_version": provenance.get("model_version") or job.model_version,
         "weights": provenance.get("weights", ""),
     }

@@ -105,3 +105,11 @@ def test_no_result_another_client_and_a_deleted_job(api, worker):
 def test_several_jobs_share_one_header():
     assert csv_export.as_csv([]) == HEADER + "\r\n"
     assert tuple(HEADER.split(",")) == csv_export.COLUMNS
+
+
+def test_a_reference_a_spreadsheet_would_read_as_a_formula_is_written_as_text(api, worker):
+    body = _succeeded(api, worker, seed=2, reference="-2-3")
+    rows = _rows(api.get(f"/api/v1/jobs/{body['id']}/result.csv").content.decode())
+    assert {r["reference"] for r in rows} == {"'-2-3"}
+    # The job itself keeps the reference as given.
+    assert api.get(f"/api/v1/jobs/{body['id']}").json()["reference"] == "-2-3"

@@ -49,6 +49,8 @@ class Command(BaseCommand):
         db = settings.DATABASES["default"]
         base = f"http://{host}:{port}"
         dicom_env: dict[str, str] = {}
+        # This interpreter as a fresh shell reaches it (no virtualenv active, VENV anywhere).
+        manage = f"{_shell_path(sys.executable)} manage.py"
         if settings.DEV_API_KEY_FILE is not None:
             key_file = settings.DEV_API_KEY_FILE
             development_key(path=key_file)
@@ -64,11 +66,14 @@ class Command(BaseCommand):
                 f"  API key  : in {key_file} (the 'development' client; kept across restarts)",
                 f'  try      : curl -H "Authorization: Api-Key $(cat {key_file})" '
                 f"-F image=@tests/data/cxr/00000001_000.png {base}/api/v1/jobs",
-                f"  try DICOM: storescu -xy {host} {dicom_port} tests/data/cxr/*.dcm   "
-                f"(calling AE {DEVELOPMENT_AE_TITLE} -> the 'development' client)",
             ]
+            if dicom_port:
+                key_lines.append(
+                    f"  try DICOM: storescu -xy {host} {dicom_port} tests/data/cxr/*.dcm   "
+                    f"(calling AE {DEVELOPMENT_AE_TITLE} -> the 'development' client)"
+                )
         else:
-            key_lines = ["  API key  : python manage.py create_client NAME (prints a key once)"]
+            key_lines = [f"  API key  : {manage} create_client NAME (prints a key once)"]
         started = timezone.now()
         self.stdout.write(
             "\n".join(
@@ -80,10 +85,10 @@ class Command(BaseCommand):
                     f"  API      : {base}/api/v1/jobs   (health: {base}/api/v1/health)",
                     f"  admin    : {base}/admin/",
                     f"  DICOM    : AE title {settings.DICOM_AE_TITLE} on {host}:{dicom_port} "
-                    "(senders: python manage.py dicom_sender list)"
+                    f"(senders: {manage} dicom_sender list)"
                     if dicom_port
                     else "  DICOM    : no receiver (--dicom-port 0)",
-                    "  add admin: .venv/bin/python manage.py createsuperuser",
+                    f"  add admin: {manage} createsuperuser",
                     f"  API docs : {base}/api/docs/ (Swagger UI), {base}/api/redoc/, schema {base}/api/schema/",
                     *key_lines,
                     "",
@@ -342,3 +347,9 @@ class _Stop:
 
     def __call__(self, signum, frame) -> None:
         self.signalled = True
+
+
+def _shell_path(path: str) -> str:
+    """`path` relative to the working directory where it lies below it (.venv/bin/python), else as is."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
