@@ -147,25 +147,14 @@ class WorkerProcess:
         }
 
     def _benchmark(self) -> float | None:
-        """The engine's figure before any batch: one full batch of blank inputs through the model,
-        timed (the model is warm: load_runtime ran its warm-up). None if it cannot run."""
-        import numpy as np
-
-        from worker.runtime.preprocess import INPUT_SIZE
-
+        """The engine's figure before any batch (the model is warm: load_runtime ran its warm-up).
+        None if it cannot run: no figure is better than no worker."""
         assert self.runtime is not None and self.config is not None
-        backend = getattr(self.runtime, "backend", None)  # the engine itself, under the runtime's checks
-        if backend is None:
-            return None
-        size = max(1, self.config.batch_max_size)
         try:
-            started = time.perf_counter()
-            backend.predict(np.zeros((size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
-            elapsed = time.perf_counter() - started
-        except Exception:  # no figure is better than no worker
+            return self.runtime.images_per_second(max(1, self.config.batch_max_size))
+        except Exception:
             logger.warning("event=benchmark_failed worker_id=%s", self.worker_id, exc_info=True)
             return None
-        return size / elapsed if elapsed > 0 else None
 
     def _heartbeat(self) -> None:
         """Renew the leases of what this process holds (first: it is what loses work when

@@ -210,8 +210,11 @@ def test_sigterm_mid_batch_exits_within_ten_seconds_with_nothing_stranded(
         CXRQ_PREPROCESS_WORKERS="1",
     )
     stack.start_web()
-    worker = stack.start_worker(CXRQ_FAKE_BATCH_MS="3000")
+    # All four queued before the worker starts: its first batch takes two and claims the other
+    # two ahead, whatever the gaps between uploads (uploads landing after the claim-ahead were
+    # this test's race).
     ids = upload_many(stack, 4)
+    worker = stack.start_worker(CXRQ_FAKE_BATCH_MS="3000")
     wait_for(
         lambda: count_status(stack, "in_progress") == 4, 30, what="a batch running and one claimed ahead"
     )

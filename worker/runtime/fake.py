@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.jobs.model_identity import LABELS, MODEL_NAME, PREPROCESS_VERSION, current_model_version
-from worker.runtime.preprocess import preprocess
+from worker.runtime.preprocess import INPUT_SIZE, preprocess
 
 if TYPE_CHECKING:
     from worker.runtime.tuned import EngineConfig
@@ -91,6 +91,12 @@ class FakeRuntime:
 
     def warm_up(self, batch_size: int) -> None:
         return None
+
+    def images_per_second(self, batch_size: int) -> float:
+        blank = np.zeros((batch_size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        started = time.perf_counter()
+        self.backend.predict(blank)  # the engine alone: a timing, not a batch of the worker's
+        return batch_size / max(time.perf_counter() - started, 1e-9)
 
 
 def load_fake_runtime() -> FakeRuntime:

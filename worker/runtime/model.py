@@ -140,6 +140,12 @@ class ModelRuntime:
     def warm_up(self, batch_size: int) -> None:
         self.predict(np.zeros((batch_size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
 
+    def images_per_second(self, batch_size: int) -> float:
+        blank = np.zeros((batch_size, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        started = time.perf_counter()
+        self.backend.predict(blank)  # the engine alone: a timing, not a batch of the worker's
+        return batch_size / max(time.perf_counter() - started, 1e-9)
+
 
 def configure_threads(threads: int) -> int:
     n = threads if threads > 0 else (os.cpu_count() or 1)
