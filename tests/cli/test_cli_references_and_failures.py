@@ -15,7 +15,7 @@ import subprocess
 import httpx
 import pytest
 
-from backend.jobs.models import Job, JobStatus
+from backend.jobs.models import Job, JobStatus, WorkerHeartbeat
 from tests.cli.conftest import DATA, ROOT, SAMPLES, assert_no_traceback, cli_env, cxrq_argv, on_a_terminal
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -123,6 +123,7 @@ def test_a_reference_the_server_would_refuse_is_a_usage_error_before_anything_is
 
 
 def test_delete_asks_on_a_terminal_and_takes_yes_in_scripts(cxrq, cli_server, image_folder):
+    WorkerHeartbeat.objects.all().delete()  # an earlier test's real worker may have left a live row
     folder = image_folder(3)
     body = _json(cxrq("submit", str(folder), "--json"))  # no worker: the jobs stay queued
     first, second, third = (item["job_id"] for item in body["items"])

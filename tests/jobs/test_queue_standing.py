@@ -39,6 +39,7 @@ def _beat(worker_id: str, *, rate: float | None, model_version: str | None = Non
 
 
 def test_with_no_live_worker_the_state_says_so_and_there_is_no_number(api, settings):
+    WorkerHeartbeat.objects.all().delete()  # an earlier test's real worker may have left a live row
     for seed in range(3):
         body = post_image(api, png_bytes(seed=seed)).json()
     _beat("stale", rate=50.0, seen_ago=settings.WORKER_LIVE_SECONDS + 5)  # not live any more

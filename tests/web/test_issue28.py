@@ -164,6 +164,9 @@ def beat(worker_id: str, model_version: str, images_per_second: float | None, ag
 
 
 def test_the_wait_says_no_worker_is_running_then_the_estimate_once_one_is(signed_in, web_client_row):
+    # No worker at the start, whatever an earlier test's real worker left in the shared database
+    # (its last heartbeat row may be seconds old, and so still live).
+    WorkerHeartbeat.objects.all().delete()
     first = upload(signed_in, png_bytes(seed=2820), None).json()["job"]
     second = upload(signed_in, png_bytes(seed=2821), None).json()["job"]
     assert second["queue"]["state"] == "no_worker" and second["waiting_text"] == NO_WORKER
