@@ -5,7 +5,7 @@ priority its instances get. Unknown or disabled titles are refused at associatio
 
 A ReturnPath holds the little PHI a PACS needs to file a result in the right study (patient ID
 and name, study, accession, the source image's UIDs), sealed as one AES-GCM ciphertext
-(backend/dicomnet/phi.py), never logged, never in API output. It goes when the job's image does
+(backend/core/phi.py), never logged, never in API output. It goes when the job's image does
 (retention or an operator's purge), when the job is deleted, or once its result was delivered
 where the sender asks for that (backend/dicomnet/returnpath.py). HTTP uploads have none.
 """

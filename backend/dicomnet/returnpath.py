@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.db import transaction
 
-from backend.dicomnet import phi
+from backend.core import phi
 from backend.dicomnet.models import DicomSender, ReturnPath
 
 logger = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from backend.core.phi import identifier_hash
 from backend.dicomnet.models import DicomSender, UnscoredInstance, UnscoredReason, UnscoredTally
-from backend.dicomnet.phi import identifier_hash
 from backend.jobs.models import Job
 
 logger = logging.getLogger(__name__)

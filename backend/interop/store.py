@@ -3,7 +3,7 @@
     stored = report_get(job=job, kind=ReportKind.SR)   # StoredBody(body, etag)
 
 The first request for a job's report builds it (sr.py, fhir.py) and keeps the encoded bytes in
-a StoredReport row, sealed with AES-256-GCM under the return path's key (backend/dicomnet/phi.py:
+a StoredReport row, sealed with AES-256-GCM under the return path's key (backend/core/phi.py:
 an SR carries the patient's name, ID and accession from the return path). The job id and the
 kind are the associated data, so a copy moved onto another row does not open. Later requests,
 and the PACS delivery, read it back instead of building again.
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from backend.dicomnet import phi
+from backend.core import phi
+from backend.core.phi import keys as phi_keys
 from backend.dicomnet.models import ReturnPath
-from backend.dicomnet.phi import keys as phi_keys
 from backend.dicomnet.returnpath import return_path_for
 from backend.interop.models import ReportKind, StoredReport
 from backend.jobs.models import Job, JobResult

@@ -1,7 +1,7 @@
 """A job's client reference: the client's own accession, order or correlation id.
 
 1-64 characters from letters, digits, space and `. _ - : / #`, no leading or trailing space;
-stored as given (not unique), sealed at rest with the return path's AES-GCM (backend/dicomnet/
+stored as given (not unique), sealed at rest with the return path's AES-GCM (backend/core/
 phi.py, the job id as associated data) and matched through a keyed hash (`reference_hash`,
 HMAC-SHA256 under a key derived from the PHI key), so `?reference=` never decrypts a row. It may be
 an accession number or an order id, which identify a patient to whoever holds the RIS: it is never
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from backend.dicomnet import phi
+from backend.core import phi
 from backend.jobs import errors
 
 MAX_LENGTH = 64

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from backend.dicomnet import phi, services
+from backend.core import phi
+from backend.dicomnet import services
 from backend.dicomnet.models import ReturnPath
 from backend.dicomnet.returnpath import ReturnPathInfo, return_path_delivered, return_path_for
 from backend.jobs.models import Job, JobStatus

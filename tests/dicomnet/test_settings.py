@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend.dicomnet import phi
+from backend.core import phi
 from tests.factories import ROOT
 
 

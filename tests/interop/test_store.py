@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from backend.core.phi import PhiUnreadable, new_key
 from backend.dicomnet.models import ReturnPath
-from backend.dicomnet.phi import PhiUnreadable, new_key
 from backend.dicomnet.returnpath import ReturnPathInfo, return_path_delivered
 from backend.interop import fhir, limits, sr, store
 from backend.interop.models import ReportKind, StoredReport

@@ -10,7 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from backend.audit.models import AuditEvent
-from backend.dicomnet import phi, services
+from backend.core import phi
+from backend.dicomnet import services
 from backend.dicomnet.models import DicomSender
 from backend.jobs.models import Priority
 from tests.factories import client_and_key

@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from backend.audit.services import Actor, audit_write
 from backend.clients.models import Client
+from backend.core import phi
 from backend.core.exceptions import ApplicationError
-from backend.dicomnet import phi, services
+from backend.dicomnet import services
 from backend.dicomnet.models import DicomSender
 from backend.jobs.models import Priority
 

@@ -1,4 +1,5 @@
-"""The return path's PHI, sealed at rest: AES-256-GCM under a key from CXRQ_PHI_KEY.
+"""PHI sealed at rest: AES-256-GCM under a key from CXRQ_PHI_KEY. In core because every floor seals:
+the DICOM return path (dicomnet), a job's client reference (jobs), the stored SR (interop).
 
 One authenticated ciphertext per job: `version (1 byte) | key id (8 bytes) | nonce (12) | ciphertext+tag`.
 The job id is the associated data, so a ciphertext copied onto another job's row does not open.
